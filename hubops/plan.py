@@ -1,0 +1,356 @@
+"""Settings -> the values a deployment is made of.
+
+Everything computed lives here, as plain typed values: names of containers and networks, image
+references, the JupyterHub traits per class, and the specs of the proxy and hub containers.
+``render`` only places these values into files; ``deploy`` only carries them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from hubops import images
+from hubops.secrets import COOKIE_SECRET, PROXY_TOKEN, hub_secrets
+from hubops.settings import (
+    Environment,
+    GitHubAuth,
+    GitLabAuth,
+    OIDCAuth,
+    SharedPasswordAuth,
+)
+
+# Paths inside the hub container. The host paths come from the environment's `paths`.
+HUB_CONFIG_DIR = "/etc/jupyterhub"
+HUB_DATA_DIR = "/srv/jupyterhub"
+HUB_SECRETS_DIR = f"{HUB_DATA_DIR}/secrets"
+CONFIG_FILE = "jupyterhub_config.py"
+DB_FILE = "jupyterhub.sqlite"
+COOKIE_SECRET_FILE = "jupyterhub_cookie_secret"
+PROXY_TLS_DIR = "/etc/hubops/tls"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+HUB_PORT = 8081
+PROXY_PORT = 8000
+PROXY_API_PORT = 8001
+PROXY_REDIRECT_PORT = 8080
+USER_DIR_PREFIX = "jupyterhub-user-"
+
+LABEL_PREFIX = "org.hubops"
+LABEL_ENV = f"{LABEL_PREFIX}.environment"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"
+
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mount(_Frozen):
+    source: str
+    target: str
+    read_only: bool = True
+
+
+class PortBinding(_Frozen):
+    container_port: int
+    host_ip: str
+    host_port: int
+
+
+class ContainerSpec(_Frozen):
+    role: Literal["proxy", "hub"]
+    name: str
+    image: str
+    command: list[str]
+    environment: dict[str, str]
+    ports: list[PortBinding]
+    mounts: list[Mount]
+    network: str
+    labels: dict[str, str]
+    restart_policy: str = "unless-stopped"
+
+
+class HostDir(_Frozen):
+    path: str
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o755
+
+
+class Plan(_Frozen):
+    """What a deployment of one environment consists of. Holds no secret values."""
+
+    environment: str
+    build: str
+    public_url: str
+    network: str
+    images: list[str]
+    host_dirs: list[HostDir]
+    hub_secrets: list[str]
+    # generated on the hub host once: name -> host path
+    generated_secrets: dict[str, str]
+    containers: list[ContainerSpec]
+
+
+class HubConfig(_Frozen):
+    """The values of jupyterhub_config.py, per traitlets class."""
+
+    environment: str
+    secrets_dir: str
+    # class name -> trait name -> plain value (str, int, float, bool, None, list, dict)
+    traits: dict[str, dict[str, Any]]
+    # class name -> trait name -> secret file name in secrets_dir
+    secret_traits: dict[str, dict[str, str]]
+
+
+def names(env_name: str) -> dict[str, str]:
+    prefix = f"hubops-{env_name}"
+    return {
+        "network": prefix,
+        "proxy": f"{prefix}-proxy",
+        "hub": f"{prefix}-hub",
+        "user_prefix": f"{prefix}-user",
+    }
+
+
+def singleuser_choices(settings: Environment, build: str) -> dict[str, str]:
+    """Display name -> image reference, the default first."""
+    registry = settings.registry.url
+    return {
+        display: images.resolve_singleuser(value, registry, build)
+        for display, value in settings.singleuser.choices.items()
+    }
+
+
+def hub_config(env_name: str, settings: Environment, build: str) -> HubConfig:
+    n = names(env_name)
+    parts = urlsplit(settings.public_url)
+    base_url = (parts.path.rstrip("/") or "") + "/"
+    hub: dict[str, Any] = {
+        "public_url": settings.public_url + "/",
+        "base_url": base_url,
+        "hub_bind_url": f"http://0.0.0.0:{HUB_PORT}",
+        "hub_connect_url": f"http://{n['hub']}:{HUB_PORT}",
+        "db_url": f"sqlite:///{HUB_DATA_DIR}/{DB_FILE}",
+        "cookie_secret_file": f"{HUB_DATA_DIR}/{COOKIE_SECRET_FILE}",
+        "cleanup_servers": False,
+        "cleanup_proxy": False,
+        "concurrent_spawn_limit": settings.hub.concurrent_spawn_limit,
+        "spawner_class": "docker",
+    }
+    traits: dict[str, dict[str, Any]] = {"JupyterHub": hub}
+    secret_traits: dict[str, dict[str, str]] = {
+        "ConfigurableHTTPProxy": {"auth_token": PROXY_TOKEN.name}
+    }
+    traits["ConfigurableHTTPProxy"] = {
+        "should_start": False,
+        "api_url": f"http://{n['proxy']}:{PROXY_API_PORT}",
+    }
+
+    auth = settings.auth
+    common: dict[str, Any] = {
+        "admin_users": sorted(auth.admin_users),
+        "allowed_users": sorted(auth.allowed_users),
+        "allow_all": auth.allow_all,
+    }
+    if isinstance(auth, SharedPasswordAuth):
+        hub["authenticator_class"] = "shared-password"
+        traits["SharedPasswordAuthenticator"] = common
+        secret_traits["SharedPasswordAuthenticator"] = {"user_password": "shared_password"}
+        if auth.admin_users:
+            secret_traits["SharedPasswordAuthenticator"]["admin_password"] = "admin_password"
+    else:
+        oauth: dict[str, Any] = {
+            **common,
+            "client_id": auth.client_id,
+            "oauth_callback_url": settings.oauth_callback_url,
+            "scope": list(auth.scopes),
+            "enable_auth_state": False,
+        }
+        if isinstance(auth, GitLabAuth):
+            hub["authenticator_class"] = "gitlab"
+            cls = "GitLabOAuthenticator"
+            oauth["gitlab_url"] = auth.gitlab_url
+            oauth["allowed_gitlab_groups"] = sorted(auth.allowed_groups)
+        elif isinstance(auth, GitHubAuth):
+            hub["authenticator_class"] = "github"
+            cls = "GitHubOAuthenticator"
+            oauth["github_url"] = auth.github_url
+            oauth["allowed_organizations"] = sorted(auth.allowed_groups)
+        else:
+            assert isinstance(auth, OIDCAuth)
+            hub["authenticator_class"] = "generic-oauth"
+            cls = "GenericOAuthenticator"
+            oauth.update(
+                authorize_url=auth.authorize_url,
+                token_url=auth.token_url,
+                userdata_url=auth.userdata_url,
+                username_claim=auth.username_claim,
+                claim_groups_key=auth.groups_claim,
+                allowed_groups=sorted(auth.allowed_groups),
+                manage_groups=bool(auth.allowed_groups),
+            )
+        traits[cls] = oauth
+        secret_traits[cls] = {"client_secret": "oauth_client_secret"}
+
+    su = settings.singleuser
+    choices = singleuser_choices(settings, build)
+    spawner: dict[str, Any] = {
+        "image": next(iter(choices.values())),
+        "allowed_images": choices if len(choices) > 1 else {},
+        "network_name": n["network"],
+        "use_internal_ip": True,
+        "prefix": n["user_prefix"],
+        "remove": True,
+        "notebook_dir": su.notebook_dir,
+        "volumes": {
+            f"{settings.paths.user_data_dir}/{USER_DIR_PREFIX}{{username}}": su.notebook_dir
+        },
+        "mem_limit": su.mem_limit,
+        "cpu_limit": su.cpu_limit,
+        "start_timeout": su.start_timeout,
+        "http_timeout": su.start_timeout,
+        "extra_create_kwargs": {"labels": {LABEL_ENV: env_name, LABEL_ROLE: "user"}},
+        "extra_host_config": {"device_requests": gpu_device_requests(settings)},
+    }
+    traits["DockerSpawner"] = spawner
+
+    if settings.culling.enabled:
+        c = settings.culling
+        hub["services"] = [
+            {
+                "name": "idle-culler",
+                "command": [
+                    "python3",
+                    "-m",
+                    "jupyterhub_idle_culler",
+                    f"--timeout={c.timeout}",
+                    f"--cull-every={c.every}",
+                    f"--max-age={c.max_age}",
+                ],
+            }
+        ]
+        hub["load_roles"] = [
+            {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]}
+        ]
+    return HubConfig(
+        environment=env_name,
+        secrets_dir=HUB_SECRETS_DIR,
+        traits=traits,
+        secret_traits=secret_traits,
+    )
+
+
+def gpu_device_requests(settings: Environment) -> list[dict[str, Any]]:
+    """Docker device requests for a user container under the environment's GPU policy."""
+    if settings.gpu.policy == "all":
+        return [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+    return []
+
+
+def plan(env_name: str, settings: Environment, build: str) -> Plan:
+    n = names(env_name)
+    paths = settings.paths
+    registry = settings.registry.url
+    proxy_image = images.pinned_ref(registry, "proxy", build)
+    hub_image = images.pinned_ref(registry, "hub", build)
+    labels = {LABEL_ENV: env_name}
+
+    proxy_cmd = [
+        "configurable-http-proxy",
+        "--ip=0.0.0.0",
+        f"--port={PROXY_PORT}",
+        "--api-ip=0.0.0.0",
+        f"--api-port={PROXY_API_PORT}",
+        f"--default-target=http://{n['hub']}:{HUB_PORT}",
+        f"--error-target=http://{n['hub']}:{HUB_PORT}/hub/error",
+    ]
+    proxy_mounts = [
+        Mount(
+            source=f"{paths.data_dir}/secrets/{PROXY_TOKEN.name}",
+            target=f"{HUB_SECRETS_DIR}/{PROXY_TOKEN.name}",
+        )
+    ]
+    ports = [
+        PortBinding(
+            container_port=PROXY_PORT,
+            host_ip=settings.hub.bind_address,
+            host_port=settings.hub.port,
+        )
+    ]
+    tls = settings.tls
+    if tls.enabled:
+        assert tls.cert is not None
+        assert tls.key is not None
+        proxy_mounts += [
+            Mount(source=tls.cert, target=f"{PROXY_TLS_DIR}/cert.pem"),
+            Mount(source=tls.key, target=f"{PROXY_TLS_DIR}/key.pem"),
+        ]
+        proxy_cmd += [f"--ssl-cert={PROXY_TLS_DIR}/cert.pem", f"--ssl-key={PROXY_TLS_DIR}/key.pem"]
+        if settings.hub.http_port is not None:
+            proxy_cmd += [
+                f"--redirect-port={PROXY_REDIRECT_PORT}",
+                f"--redirect-to={settings.hub.port}",
+            ]
+            ports.append(
+                PortBinding(
+                    container_port=PROXY_REDIRECT_PORT,
+                    host_ip=settings.hub.bind_address,
+                    host_port=settings.hub.http_port,
+                )
+            )
+    proxy = ContainerSpec(
+        role="proxy",
+        name=n["proxy"],
+        image=proxy_image,
+        command=proxy_cmd,
+        environment={"CONFIGPROXY_AUTH_TOKEN_FILE": f"{HUB_SECRETS_DIR}/{PROXY_TOKEN.name}"},
+        ports=ports,
+        mounts=proxy_mounts,
+        network=n["network"],
+        labels={**labels, LABEL_ROLE: "proxy"},
+    )
+    hub = ContainerSpec(
+        role="hub",
+        name=n["hub"],
+        image=hub_image,
+        command=["jupyterhub", "-f", f"{HUB_CONFIG_DIR}/{CONFIG_FILE}"],
+        environment={},
+        ports=[],
+        mounts=[
+            Mount(source=DOCKER_SOCKET, target=DOCKER_SOCKET, read_only=False),
+            Mount(source=paths.config_dir, target=HUB_CONFIG_DIR),
+            Mount(source=paths.data_dir, target=HUB_DATA_DIR, read_only=False),
+            Mount(source=paths.user_data_dir, target=paths.user_data_dir, read_only=False),
+        ],
+        network=n["network"],
+        labels={**labels, LABEL_ROLE: "hub"},
+    )
+    host_dirs = [
+        HostDir(path=paths.config_dir, mode=0o755),
+        HostDir(path=paths.data_dir, mode=0o700),
+        HostDir(path=f"{paths.data_dir}/secrets", mode=0o700),
+        HostDir(path=paths.user_data_dir, mode=0o755),
+    ]
+    return Plan(
+        environment=env_name,
+        build=build,
+        public_url=settings.public_url,
+        network=n["network"],
+        images=[
+            proxy_image,
+            hub_image,
+            *dict.fromkeys(singleuser_choices(settings, build).values()),
+        ],
+        host_dirs=host_dirs,
+        hub_secrets=[s.name for s in hub_secrets(settings)],
+        generated_secrets={
+            COOKIE_SECRET.name: f"{paths.data_dir}/{COOKIE_SECRET_FILE}",
+            PROXY_TOKEN.name: f"{paths.data_dir}/secrets/{PROXY_TOKEN.name}",
+        },
+        containers=[proxy, hub],
+    )

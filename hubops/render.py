@@ -1,0 +1,104 @@
+"""Plan -> files in build/<env>/: jupyterhub_config.py (Jinja2) and plan.json.
+
+Templates only place values. Every value enters the Python file through the ``py`` filter,
+which accepts plain data only and writes it as a Python literal, so no value can break the
+file or inject code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pprint
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from hubops.environments import LoadedEnvironment
+from hubops.plan import CONFIG_FILE, HubConfig, Plan, hub_config, plan
+
+BUILD_DIR = Path("build")
+PLAN_FILE = "plan.json"
+
+
+def _check_plain(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"cannot place a non-finite number into a config file: {value!r}")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_plain(item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"cannot place a {type(key).__name__} key into a config file")
+            _check_plain(item)
+        return
+    raise TypeError(f"cannot place {type(value).__name__} into a config file: {value!r}")
+
+
+def py_literal(value: Any) -> str:
+    """Plain data (None, bool, int, float, str, list, dict) as a Python literal.
+
+    repr() of these types is a literal that ``ast.literal_eval`` reads back unchanged, whatever
+    quotes, backslashes or newlines a string holds. Anything else is a bug in the caller.
+    """
+    _check_plain(value)
+    return pprint.pformat(value, width=96, sort_dicts=False)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("hubops", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["py"] = py_literal
+    return env
+
+
+def render_config(config: HubConfig) -> str:
+    template = _environment().get_template(f"{CONFIG_FILE}.j2")
+    return template.render(**config.model_dump())
+
+
+@dataclass(frozen=True)
+class Rendered:
+    directory: Path
+    files: tuple[Path, ...]
+    plan: Plan
+
+
+def render(repo_root: Path, env: LoadedEnvironment, build: str) -> Rendered:
+    """Write build/<env>/ for one environment, each file atomically."""
+    out = repo_root / BUILD_DIR / env.name
+    out.mkdir(parents=True, exist_ok=True)
+    config = render_config(hub_config(env.name, env.settings, build))
+    the_plan = plan(env.name, env.settings, build)
+    files = (
+        _write(out / CONFIG_FILE, config),
+        _write(out / PLAN_FILE, json.dumps(the_plan.model_dump(), indent=2) + "\n"),
+    )
+    return Rendered(directory=out, files=files, plan=the_plan)
+
+
+def _write(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,406 @@
+"""The typed schema of an environment file (``config/environments/<name>.yaml``).
+
+Every field has a description: the README's configuration reference is generated from them
+(``invoke docs``). Unknown keys are errors. Cross-field rules live in model validators whose
+messages say what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import ip_address
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from hubops import images
+
+# --- reusable value types -------------------------------------------------------------------
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            "expected an absolute URL that starts with http:// or https://, "
+            "e.g. https://hub.lab.example.org"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("expected a URL without ?query or #fragment")
+    return value.rstrip("/")
+
+
+def _check_abs_posix(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("expected a path without NUL bytes")
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError(f"expected an absolute path on the host, e.g. /{value.lstrip('./')}")
+    if ".." in path.parts:
+        raise ValueError("expected a path without '..' components")
+    return str(path)
+
+
+def _check_ip(value: str) -> str:
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError("expected an IP address such as 0.0.0.0 or 127.0.0.1") from None
+
+
+_MEM = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+
+
+def _check_mem(value: str) -> str:
+    if not _MEM.match(value):
+        raise ValueError("expected a size such as 512M, 8G or 1T (an integer and K/M/G/T)")
+    return value
+
+
+def _check_user_name(value: str) -> str:
+    if not value or value != value.strip() or "/" in value or "\0" in value:
+        raise ValueError("expected a user or group name without slashes or surrounding spaces")
+    return value
+
+
+def _check_image_choice(value: str) -> str:
+    if not value or value != value.strip():
+        raise ValueError("expected an image: a hubops variant name or an image reference")
+    if images.is_variant_name(value):
+        names = [v.name for v in images.spec(images.SINGLEUSER).variants]
+        if value not in names:
+            raise ValueError(
+                f"expected a hubops singleuser variant ({', '.join(names)}) or a full image "
+                "reference such as registry.example.org/team/image:tag"
+            )
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+HostPath = Annotated[str, AfterValidator(_check_abs_posix)]
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
+MemSize = Annotated[str, AfterValidator(_check_mem)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+UserName = Annotated[str, AfterValidator(_check_user_name)]
+ImageChoice = Annotated[str, AfterValidator(_check_image_choice)]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+class HubSettings(Section):
+    bind_address: IPAddress = Field(
+        "0.0.0.0",
+        description="Host address the public port is published on "
+        "(0.0.0.0 for every interface, 127.0.0.1 for this machine only).",
+    )
+    port: Port = Field(8000, description="Host port that serves the hub (443 is usual with TLS).")
+    http_port: Port | None = Field(
+        None,
+        description="With TLS: a plain-http host port that redirects to https "
+        "(usually 80). Unset: plain http is refused.",
+    )
+    concurrent_spawn_limit: int = Field(
+        20, ge=1, description="How many user servers may be starting at the same time."
+    )
+
+
+class TLSSettings(Section):
+    enabled: bool = Field(False, description="Serve https with the certificate and key below.")
+    cert: HostPath | None = Field(
+        None, description="Certificate chain (PEM) on the hub host; required when enabled."
+    )
+    key: HostPath | None = Field(
+        None, description="Private key (PEM) on the hub host; required when enabled."
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TLSSettings:
+        if self.enabled:
+            missing = [name for name in ("cert", "key") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"tls.enabled is true but tls.{missing[0]} is not set; give the path of "
+                    f"the PEM {'certificate' if missing[0] == 'cert' else 'private key'} on the "
+                    "hub host, or set tls.enabled: false"
+                )
+        return self
+
+
+_ALLOWED_USERS: Any = Field(
+    default_factory=list, description="User names allowed to log in (besides allowed groups)."
+)
+_ADMIN_USERS: Any = Field(
+    default_factory=list, description="User names that are JupyterHub admins."
+)
+_ALLOW_ALL: Any = Field(
+    False, description="Allow every user the provider authenticates (use with care)."
+)
+_CLIENT_ID: Any = Field(description="OAuth client (application) ID registered with the provider.")
+
+
+class _OAuthBase(Section):
+    client_id: str = _CLIENT_ID
+    allowed_users: list[UserName] = _ALLOWED_USERS
+    allowed_groups: list[UserName] = Field(
+        default_factory=list,
+        description="Groups whose members may log in (GitLab groups, GitHub organizations or "
+        "org:team, OIDC group claim values).",
+    )
+    admin_users: list[UserName] = _ADMIN_USERS
+    allow_all: bool = _ALLOW_ALL
+
+    @model_validator(mode="after")
+    def _somebody_may_log_in(self) -> _OAuthBase:
+        if not (self.allow_all or self.allowed_users or self.allowed_groups or self.admin_users):
+            raise ValueError(
+                "nobody would be allowed to log in; set auth.allowed_users, "
+                "auth.allowed_groups or auth.allow_all: true"
+            )
+        return self
+
+
+class GitLabAuth(_OAuthBase):
+    type: Literal["gitlab"] = Field(description="Log in with a (self-hosted) GitLab.")
+    gitlab_url: HttpUrl = Field(
+        description="Base URL of the GitLab instance, e.g. https://gitlab.lab.example.org."
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["read_user"],
+        description="OAuth scopes to request; read_user is enough to log in.",
+    )
+
+
+class GitHubAuth(_OAuthBase):
+    type: Literal["github"] = Field(description="Log in with GitHub.")
+    github_url: HttpUrl = Field("https://github.com", description="GitHub (Enterprise) base URL.")
+    scopes: list[str] = Field(
+        default_factory=lambda: ["read:user"],
+        description="OAuth scopes; add read:org to check private organization membership.",
+    )
+
+
+class OIDCAuth(_OAuthBase):
+    type: Literal["oidc"] = Field(description="Log in with a generic OpenID Connect provider.")
+    authorize_url: HttpUrl = Field(description="The provider's authorization endpoint.")
+    token_url: HttpUrl = Field(description="The provider's token endpoint.")
+    userdata_url: HttpUrl = Field(description="The provider's userinfo endpoint.")
+    username_claim: str = Field(
+        "preferred_username", description="Claim of the user info that is the user name."
+    )
+    groups_claim: str = Field(
+        "groups", description="Claim of the user info that lists the user's groups."
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"],
+        description="OAuth scopes to request.",
+    )
+
+
+class SharedPasswordAuth(Section):
+    type: Literal["shared-password"] = Field(
+        description="One shared password for everybody: for trying hubops out, not for a lab."
+    )
+    allowed_users: list[UserName] = _ALLOWED_USERS
+    admin_users: list[UserName] = Field(
+        default_factory=list,
+        description="User names that are admins; they log in with the admin password secret.",
+    )
+    allow_all: bool = Field(True, description="Any user name may log in with the shared password.")
+
+
+Auth = Annotated[
+    GitLabAuth | GitHubAuth | OIDCAuth | SharedPasswordAuth, Field(discriminator="type")
+]
+OAUTH_TYPES = (GitLabAuth, GitHubAuth, OIDCAuth)
+
+
+class SingleuserSettings(Section):
+    image: ImageChoice | None = Field(
+        None,
+        description="The one image every user gets: a hubops variant name (base, pytorch) or "
+        "a full image reference. Use either this or images.",
+    )
+    images: dict[str, ImageChoice] | None = Field(
+        None,
+        description="A choice of images: display name -> hubops variant or image reference. "
+        "The first is the default.",
+    )
+    notebook_dir: HostPath = Field(
+        "/home/jovyan/work",
+        description="Directory inside the user container that holds "
+        "the user's files (the user's host directory is mounted here).",
+    )
+    uid: int = Field(1000, ge=1, description="uid of the non-root user in the image.")
+    gid: int = Field(100, ge=0, description="gid of the non-root user in the image.")
+    mem_limit: MemSize | None = Field(None, description="Memory limit per user server.")
+    cpu_limit: float | None = Field(None, gt=0, description="CPU limit per user server.")
+    start_timeout: int = Field(120, ge=10, description="Seconds a user server may take to start.")
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> SingleuserSettings:
+        if (self.image is None) == (self.images is None):
+            raise ValueError(
+                "set exactly one of singleuser.image (one image for everybody) and "
+                "singleuser.images (display name -> image)"
+            )
+        if self.images is not None and not self.images:
+            raise ValueError("singleuser.images is empty; list at least one image")
+        return self
+
+    @property
+    def choices(self) -> dict[str, str]:
+        """Display name -> image spec; the first is the default."""
+        if self.images is not None:
+            return dict(self.images)
+        assert self.image is not None
+        return {"default": self.image}
+
+
+class GPUSettings(Section):
+    policy: Literal["none", "all"] = Field(
+        "none",
+        description="none: user containers get no GPU; all: every user container gets every "
+        "GPU of the host.",
+    )
+
+
+class CullingSettings(Section):
+    enabled: bool = Field(True, description="Stop user servers that have been idle.")
+    timeout: int = Field(3600, ge=60, description="Seconds of inactivity before a stop.")
+    every: int = Field(300, ge=10, description="Seconds between checks.")
+    max_age: int = Field(
+        0, ge=0, description="Stop servers older than this many seconds (0: no limit)."
+    )
+
+
+class PathSettings(Section):
+    config_dir: HostPath = Field(
+        "/etc/jupyterhub", description="Host directory of the rendered hub config."
+    )
+    data_dir: HostPath = Field(
+        "/srv/jupyterhub",
+        description="Host directory of the hub state: SQLite DB, cookie secret, proxy token, "
+        "secrets, backups.",
+    )
+    user_data_dir: HostPath = Field(
+        "/srv/jupyterhub-users",
+        description="Host directory that holds one jupyterhub-user-<name> directory per user.",
+    )
+
+
+class RegistrySettings(Section):
+    url: str | None = Field(
+        None,
+        description="Registry host[:port][/path] that images are pushed to and pulled from; "
+        "unset: images stay on the engine that built them.",
+    )
+    username: str | None = Field(
+        None, description="Registry user; its password is the registry_password secret."
+    )
+
+    @model_validator(mode="after")
+    def _url_shape(self) -> RegistrySettings:
+        if self.url is not None and ("://" in self.url or not self.url.strip("/")):
+            raise ValueError(
+                f"registry.url must be host[:port][/path] without a scheme, got {self.url!r}; "
+                "e.g. registry.lab.example.org:5000"
+            )
+        return self
+
+
+class SSHSettings(Section):
+    host: str = Field(description="Host name or address of the hub server.")
+    port: Port = Field(22, description="SSH port.")
+    user: str = Field("root", description="SSH user; it must be allowed to use Docker.")
+    key_file: str | None = Field(
+        None, description="Private key file on the operator's machine (default: ssh-agent)."
+    )
+
+
+class MirrorSettings(Section):
+    apt: HttpUrl | None = Field(
+        None, description="Debian/Ubuntu mirror for base images and apt in builds."
+    )
+    pip_index_url: HttpUrl | None = Field(None, description="PyPI mirror (index URL).")
+    npm_registry: HttpUrl | None = Field(None, description="npm registry mirror.")
+    ca_bundle: str | None = Field(
+        None,
+        description="Extra CA bundle (PEM) on the operator's machine that builds trust, for "
+        "TLS interception or an internal CA; relative paths are relative to the repo.",
+    )
+
+
+class Environment(Section):
+    """One deployment of hubops."""
+
+    extends: str | None = Field(
+        None,
+        description="Another file in config/environments/ whose settings this one starts "
+        "from (mappings merge, other values replace).",
+    )
+    description: str = Field("", description="One line about this environment.")
+    public_url: HttpUrl = Field(
+        description="URL users open; the OAuth callback is <public_url>/hub/oauth_callback."
+    )
+    hub: HubSettings = Field(default_factory=HubSettings, description="The hub and its port.")
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="TLS termination.")
+    auth: Auth = Field(description="How users log in.")
+    singleuser: SingleuserSettings = Field(description="The users' JupyterLab servers.")
+    gpu: GPUSettings = Field(default_factory=GPUSettings, description="GPU policy.")
+    culling: CullingSettings = Field(default_factory=CullingSettings, description="Idle culling.")
+    paths: PathSettings = Field(
+        default_factory=PathSettings, description="Directories on the hub host."
+    )
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings, description="Image registry."
+    )
+    ssh: SSHSettings | None = Field(
+        None, description="How to reach the hub host; unset: this machine's Docker engine."
+    )
+    mirrors: MirrorSettings = Field(
+        default_factory=MirrorSettings, description="Package mirrors and CA bundle for builds."
+    )
+
+    @model_validator(mode="after")
+    def _tls_matches_url(self) -> Environment:
+        scheme = urlsplit(self.public_url).scheme
+        if self.tls.enabled and scheme != "https":
+            raise ValueError(
+                f"tls.enabled is true but public_url {self.public_url!r} is http://; "
+                "use https:// in public_url"
+            )
+        if self.hub.http_port is not None and not self.tls.enabled:
+            raise ValueError(
+                "hub.http_port redirects plain http to https and needs tls.enabled: true; "
+                "remove hub.http_port"
+            )
+        return self
+
+    @property
+    def oauth_callback_url(self) -> str:
+        return f"{self.public_url}/hub/oauth_callback"
+
+    @property
+    def is_local(self) -> bool:
+        return self.ssh is None
+
+
+def resolve_repo_path(repo_root: Path, value: str) -> Path:
+    """A path from an environment file on the operator's machine: ~ and repo-relative."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else repo_root / path

@@ -1,0 +1,15 @@
+"""hubops tasks (`invoke --list`). This file only assembles the collection.
+
+The tasks live in hubops/cli/; the logic they call lives in the typed modules of hubops/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke.collection import Collection
+
+from hubops.cli import config
+
+ns = Collection(config.envs, config.check, config.render, config.docs)
+ns.configure({"hubops": {"root": str(Path(__file__).resolve().parent)}})

@@ -1,0 +1,65 @@
+"""Shared fixtures: a scratch checkout of this repo that a test may change freely."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_ENVS = sorted(
+    p.stem
+    for p in (REPO_ROOT / "config" / "environments").glob("*.yaml")
+    if not p.name.startswith("_")
+)
+
+
+class Checkout:
+    """A copy of the repo's config, tasks.py and invoke.yaml in a temp dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def env_file(self, name: str) -> Path:
+        return self.root / "config" / "environments" / f"{name}.yaml"
+
+    def write_env(self, name: str, text: str) -> Path:
+        path = self.env_file(name)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def read_env(self, name: str) -> str:
+        return self.env_file(name).read_text(encoding="utf-8")
+
+    def edit_env(self, name: str, old: str, new: str, as_name: str | None = None) -> Path:
+        """Write env `as_name` (default: `name`) as `name` with `old` replaced by `new`."""
+        text = self.read_env(name)
+        assert old in text, f"{old!r} is not in {name}.yaml; the test is out of date"
+        return self.write_env(as_name or name, text.replace(old, new, 1))
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Checkout:
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
+    (root / "config" / "secrets").mkdir()
+    for name in ("tasks.py", "invoke.yaml", "README.md"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    return Checkout(root)
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
+    """Make a hub secrets directory (as on the hub host) holding the given secrets."""
+
+    def make(values: dict[str, str]) -> Path:
+        d = tmp_path / "hub-secrets"
+        d.mkdir(exist_ok=True)
+        for name, value in values.items():
+            (d / name).write_text(value + "\n", encoding="utf-8")
+        return d
+
+    return make

@@ -1,0 +1,192 @@
+"""Every bad input an admin is likely to make gives one clear line on stderr and exit code 1.
+
+These run the real CLI (`invoke ...`) in a scratch checkout. Each case states the substrings
+the one line must hold: the file (and line), the key path, the value given, what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import Checkout
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    old: str | None  # text of lab.yaml to replace (None: the case needs no edit)
+    new: str
+    args: tuple[str, ...]
+    expect: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    line_of: str | None = None  # the message must name bad.yaml's line that holds this text
+
+
+CASES = [
+    Case(
+        "unknown key",
+        "public_url:",
+        "publik_url:",
+        ("check", "--env", "bad"),
+        ("publik_url", "unknown key", "did you mean 'public_url'?"),
+        line_of="publik_url:",
+    ),
+    Case(
+        "wrong type",
+        "port: 443",
+        "port: eighty",
+        ("check", "--env", "bad"),
+        ("hub.port", "got 'eighty'", "expected an integer"),
+        line_of="port: eighty",
+    ),
+    Case(
+        "public URL without a scheme",
+        "public_url: https://jupyter.lab.example.org",
+        "public_url: jupyter.lab.example.org",
+        ("check", "--env", "bad"),
+        ("public_url", "got 'jupyter.lab.example.org'", "http:// or https://"),
+        line_of="public_url: jupyter",
+    ),
+    Case(
+        "TLS without a key",
+        "  key: /etc/jupyterhub/tls/privkey.pem\n",
+        "",
+        ("check", "--env", "bad"),
+        ("tls", "tls.enabled is true but tls.key is not set", "set tls.enabled: false"),
+        line_of="tls:",
+    ),
+    Case(
+        "GitLab without a GitLab URL",
+        "  gitlab_url: https://gitlab.lab.example.org          # lab-specific\n",
+        "",
+        ("check", "--env", "bad"),
+        ("auth.gitlab_url", "missing", "Base URL of the GitLab instance"),
+        line_of="auth:",
+    ),
+    Case(
+        "environment that does not exist",
+        None,
+        "",
+        ("check", "--env", "labb"),
+        (
+            "config/environments/labb.yaml",
+            "no environment named 'labb'",
+            "did you mean 'lab'?",
+            "environments: lab, local",
+        ),
+    ),
+    Case(
+        "invalid YAML",
+        "  port: 22",
+        "  port: [22",
+        ("check", "--env", "bad"),
+        ("bad.yaml:", "invalid YAML", "flow sequence that starts on line 34"),
+    ),
+    Case(
+        "missing secret",
+        None,
+        "",
+        ("check", "--strict", "--env", "lab"),
+        (
+            "lab: missing secret oauth_client_secret",
+            "HUBOPS_OAUTH_CLIENT_SECRET",
+            "config/secrets/lab.yaml",
+        ),
+        env=(("HUBOPS_REGISTRY_PASSWORD", "registry-pass"),),
+    ),
+    Case(
+        "user-data path that is not absolute",
+        "ssh:",
+        "paths:\n  user_data_dir: srv/users\nssh:",
+        ("check", "--env", "bad"),
+        ("paths.user_data_dir", "got 'srv/users'", "absolute path"),
+        line_of="user_data_dir: srv/users",
+    ),
+    Case(
+        "auth type typo",
+        "type: gitlab",
+        "type: gitlba",
+        ("check", "--env", "bad"),
+        ("auth.type", "got 'gitlba'", "did you mean 'gitlab'?"),
+        line_of="type: gitlba",
+    ),
+    Case(
+        "unknown image variant",
+        ": pytorch",
+        ": pytorh",
+        ("check", "--env", "bad"),
+        (
+            "singleuser.images.PyTorch (CUDA)",
+            "got 'pytorh'",
+            "hubops singleuser variant (base, pytorch)",
+        ),
+        line_of="pytorh",
+    ),
+    Case(
+        "render validates first",
+        "port: 443",
+        "port: 0",
+        ("render", "--env", "bad"),
+        ("hub.port", "got 0", "greater than or equal to 1"),
+        line_of="port: 0",
+    ),
+    Case(
+        "no --env at all",
+        None,
+        "",
+        ("render",),
+        ("no environment given; add --env NAME", "lab, local"),
+    ),
+    Case(
+        "two different --env on one line",
+        None,
+        "",
+        ("check", "--env", "lab", "render", "--env", "local"),
+        ("conflicting --env values", "lab, local"),
+    ),
+]
+
+
+def run_invoke(
+    checkout: Checkout,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HUBOPS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=checkout.root,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_prints_one_clear_line_and_exits_1(checkout: Checkout, case: Case) -> None:
+    if case.old is not None:
+        checkout.edit_env("lab", case.old, case.new, as_name="bad")
+    before = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))
+    result = run_invoke(checkout, *case.args, env=dict(case.env))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, f"exit code {result.returncode}; stderr: {result.stderr}"
+    assert "Traceback" not in result.stderr, f"a traceback, not a message: {result.stderr}"
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {lines}"
+    if case.line_of is not None:
+        text = checkout.read_env("bad").splitlines()
+        line = next(i for i, t in enumerate(text, 1) if case.line_of in t)
+        assert f"config/environments/bad.yaml:{line}:" in lines[0], (
+            f"the message must point at line {line} ({case.line_of!r}): {lines[0]}"
+        )
+    for part in case.expect:
+        assert part in lines[0], f"{part!r} is not in the message: {lines[0]}"
+    after = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))
+    created = sorted(set(after) - set(before) - {p for p in after if "__pycache__" in str(p)})
+    assert created == [], f"a failed command must change nothing, but it made {created}"

@@ -1,0 +1,210 @@
+"""Rendering: every shipped environment renders to a config that JupyterHub loads as meant.
+
+The rendered file is loaded with JupyterHub's own traitlets config loader, and the
+authenticator and spawner classes JupyterHub resolves are instantiated from it, so a trait
+name that JupyterHub does not know, or a value it would not accept, fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from dockerspawner import DockerSpawner
+from jupyterhub.app import JupyterHub
+from traitlets.config import Config
+
+from hubops import environments
+from hubops.render import py_literal, render
+from hubops.settings import SharedPasswordAuth
+from tests.conftest import SHIPPED_ENVS, Checkout
+
+BUILD = "0123abcd4567"
+FAKE_SECRETS = {
+    "oauth_client_secret": "FAKE-client-secret-7f3a9c",
+    "shared_password": "FAKE-shared-password-51d2",
+    "admin_password": "FAKE-admin-password-0123456789abcdef0123456789",
+    "proxy_token": "FAKE-proxy-token-88e1",
+}
+
+
+@pytest.fixture
+def hub_secrets(
+    secrets_dir: Callable[[dict[str, str]], Path], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The hub's secrets directory, as the deploy leaves it on the hub host."""
+    path = secrets_dir(FAKE_SECRETS)
+    monkeypatch.setenv("HUBOPS_SECRETS_DIR", str(path))
+    return path
+
+
+def load_hub_config(path: Path) -> Config:
+    app = JupyterHub()
+    app.load_config_file(str(path))
+    return app.config
+
+
+def rendered(checkout: Checkout, name: str) -> tuple[environments.LoadedEnvironment, Config]:
+    env = environments.load(checkout.root, name)
+    out = render(checkout.root, env, BUILD)
+    return env, load_hub_config(out.directory / "jupyterhub_config.py")
+
+
+def configured_classes(config: Config) -> Iterator[tuple[str, type[Any]]]:
+    hub = JupyterHub(config=config)
+    yield "JupyterHub", JupyterHub
+    yield "ConfigurableHTTPProxy", hub.proxy_class
+    yield hub.authenticator_class.__name__, hub.authenticator_class
+    yield hub.spawner_class.__name__, hub.spawner_class
+
+
+@pytest.mark.parametrize("name", SHIPPED_ENVS)
+def test_every_configured_trait_exists(checkout: Checkout, hub_secrets: Path, name: str) -> None:
+    """Each section of the config is a class JupyterHub uses, and each key one of its traits."""
+    _, config = rendered(checkout, name)
+    classes = dict(configured_classes(config))
+    assert set(config) <= set(classes), f"sections without a class: {set(config) - set(classes)}"
+    for section, cls in classes.items():
+        unknown = set(config.get(section, {})) - set(cls.class_trait_names(config=True))
+        assert unknown == set(), f"{section} has no traits named {unknown}"
+
+
+@pytest.mark.parametrize("name", SHIPPED_ENVS)
+def test_key_traits_follow_the_environment(
+    checkout: Checkout, hub_secrets: Path, name: str
+) -> None:
+    env, config = rendered(checkout, name)
+    s = env.settings
+    hub = JupyterHub(config=config)
+    assert config.JupyterHub.db_url == "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+    assert config.JupyterHub.cookie_secret_file == "/srv/jupyterhub/jupyterhub_cookie_secret"
+    assert config.JupyterHub.public_url == s.public_url + "/"
+    assert config.JupyterHub.cleanup_servers is False, "user servers must survive the hub"
+    assert config.ConfigurableHTTPProxy.should_start is False, "the proxy is its own container"
+    assert hub.spawner_class is DockerSpawner, f"spawner: {hub.spawner_class}"
+
+    auth = hub.authenticator_class(parent=hub)
+    assert sorted(auth.admin_users) == sorted(s.auth.admin_users)
+    if isinstance(s.auth, SharedPasswordAuth):
+        assert auth.user_password == FAKE_SECRETS["shared_password"], "read from the secret file"
+    else:
+        assert auth.oauth_callback_url == f"{s.public_url}/hub/oauth_callback"
+        assert auth.client_secret == FAKE_SECRETS["oauth_client_secret"]
+        assert auth.client_id == s.auth.client_id
+
+    spawner = DockerSpawner(config=config, user=SimpleNamespace(name="a.b"))
+    assert spawner.notebook_dir == s.singleuser.notebook_dir
+    host_dir = f"{s.paths.user_data_dir}/jupyterhub-user-a-2eb"
+    assert spawner.volume_binds == {host_dir: {"bind": s.singleuser.notebook_dir, "mode": "rw"}}
+    assert spawner.network_name == f"hubops-{name}"
+    requests = spawner.extra_host_config["device_requests"]
+    if s.gpu.policy == "all":
+        assert requests == [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+    else:
+        assert requests == [], f"policy none must request no GPU, got {requests}"
+
+
+def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
+    """lab: GitLab at its URL with read_user, two images pinned to this build, every GPU."""
+    _, config = rendered(checkout, "lab")
+    hub = JupyterHub(config=config)
+    auth = hub.authenticator_class(parent=hub)
+    assert type(auth).__name__ == "GitLabOAuthenticator"
+    assert auth.gitlab_url == "https://gitlab.lab.example.org"
+    assert auth.scope == ["read_user"]
+    assert auth.oauth_callback_url == "https://jupyter.lab.example.org/hub/oauth_callback"
+    assert auth.allowed_gitlab_groups == {"ml-lab"}
+    spawner = DockerSpawner(config=config, user=SimpleNamespace(name="alice"))
+    registry = "registry.lab.example.org:5000/hubops/singleuser"
+    assert spawner.allowed_images == {
+        "CUDA base: Python + JupyterLab": f"{registry}:base-{BUILD}",
+        "PyTorch (CUDA)": f"{registry}:pytorch-{BUILD}",
+    }
+    assert spawner.image == f"{registry}:base-{BUILD}", "the first choice is the default"
+
+
+def test_plan_holds_the_containers_the_deploy_starts(checkout: Checkout) -> None:
+    env = environments.load(checkout.root, "lab")
+    out = render(checkout.root, env, BUILD)
+    plan = json.loads((out.directory / "plan.json").read_text())
+    by_role = {c["role"]: c for c in plan["containers"]}
+    assert sorted(by_role) == ["hub", "proxy"]
+    hub_mounts = {m["target"]: m for m in by_role["hub"]["mounts"]}
+    assert "/var/run/docker.sock" in hub_mounts, "the hub holds the Docker socket"
+    assert all("docker.sock" not in m["source"] for m in by_role["proxy"]["mounts"])
+    proxy_cmd = by_role["proxy"]["command"]
+    assert "--ssl-cert=/etc/hubops/tls/cert.pem" in proxy_cmd, f"TLS at the proxy: {proxy_cmd}"
+    assert "--redirect-port=8080" in proxy_cmd, "lab redirects plain http"
+    ports = {(p["host_ip"], p["host_port"]) for p in by_role["proxy"]["ports"]}
+    assert ports == {("0.0.0.0", 443), ("0.0.0.0", 80)}, f"published: {ports}"
+    assert plan["images"][:2] == [
+        f"registry.lab.example.org:5000/hubops/proxy:{BUILD}",
+        f"registry.lab.example.org:5000/hubops/hub:{BUILD}",
+    ]
+
+
+NASTY = "it's \"quoted\"\\ and\nnew-line'''\"\"\" + __import__('os').system('false') #"
+
+
+def test_values_cannot_break_the_file_or_inject_code(
+    checkout: Checkout, hub_secrets: Path, tmp_path: Path
+) -> None:
+    """Quotes, backslashes and newlines in any value reach the config unchanged, as data."""
+    marker = tmp_path / "pwned"
+    payload = f"{NASTY}\n__import__('pathlib').Path({str(marker)!r}).touch()\n"
+    checkout.write_env(
+        "nasty",
+        "extends: lab.yaml\n"
+        f"auth:\n  client_id: {json.dumps(payload)}\n"
+        f"  allowed_users: [{json.dumps(NASTY)}]\n"
+        f"singleuser:\n  images:\n    {json.dumps(NASTY)}: base\n",
+    )
+    _, config = rendered(checkout, "nasty")
+    assert not marker.exists(), "a value was executed as code"
+    assert config.GitLabOAuthenticator.client_id == payload
+    assert config.GitLabOAuthenticator.allowed_users == [NASTY]
+    assert list(config.DockerSpawner.allowed_images)[-1] == NASTY
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -1.5, "", NASTY, ["a", {"b": [1, None]}], {"k'\n": "v\\"}],
+)
+def test_py_literal_reads_back_unchanged(value: Any) -> None:
+    assert ast.literal_eval(py_literal(value)) == value
+
+
+@pytest.mark.parametrize("value", [object(), {1: "x"}, float("nan"), Path("/x"), {"a"}])
+def test_py_literal_refuses_anything_but_plain_data(value: Any) -> None:
+    with pytest.raises(TypeError, match="cannot place"):
+        py_literal(value)
+
+
+@pytest.mark.parametrize("name", SHIPPED_ENVS)
+def test_a_planted_secret_appears_in_no_rendered_file(
+    checkout: Checkout, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets given by environment and by secrets file never reach build/."""
+    for secret, value in FAKE_SECRETS.items():
+        monkeypatch.setenv(f"HUBOPS_{secret.upper()}", value)
+    (checkout.root / "config" / "secrets" / f"{name}.yaml").write_text(
+        "registry_password: FAKE-registry-pass-4d4d\n"
+    )
+    env = environments.load(checkout.root, name)
+    out = render(checkout.root, env, BUILD)
+    for path in out.directory.rglob("*"):
+        text = path.read_text()
+        for value in [*FAKE_SECRETS.values(), "FAKE-registry-pass-4d4d"]:
+            assert value not in text, f"secret {value!r} leaked into {path}"
+
+
+def test_render_is_deterministic(checkout: Checkout) -> None:
+    env = environments.load(checkout.root, "lab")
+    first = {p.name: p.read_bytes() for p in render(checkout.root, env, BUILD).files}
+    second = {p.name: p.read_bytes() for p in render(checkout.root, env, BUILD).files}
+    assert first == second, "the same environment and build must render the same bytes"
