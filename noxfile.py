@@ -5,6 +5,8 @@ Slow or hardware-specific sessions are opt-in: `nox -s gpu -- --env lab`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.reuse_existing_virtualenvs = True
@@ -13,13 +15,20 @@ nox.options.error_on_missing_interpreters = True
 
 @nox.session(tags=["lint"])
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, mypy strict on hubops/, actionlint, shellcheck."""
+    """ruff, ruff format --check, mypy strict on hubops/, actionlint, shellcheck, hadolint."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("actionlint")
-    session.run("shellcheck", ".ci/run")
+    scripts = [".ci/run", *_files("*.sh")]
+    session.run("shellcheck", *scripts)
+    session.run("hadolint", "--failure-threshold", "warning", *_files("Dockerfile"))
+
+
+def _files(pattern: str) -> list[str]:
+    """Files named like ``pattern`` in the image contexts and hubops/."""
+    return sorted(str(p) for d in ("hub", "singleuser", "hubops") for p in Path(d).rglob(pattern))
 
 
 @nox.session(tags=["test"])
@@ -34,3 +43,10 @@ def gpu(session: nox.Session) -> None:
     """GPU checks against a host with real NVIDIA GPUs (opt-in); they skip without GPUs."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "gpu", "-rs", "tests", *session.posargs)
+
+
+@nox.session(tags=["test"])
+def integration(session: nox.Session) -> None:
+    """Integration tests on real parts: Docker engine, registry (started by the fixtures)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/integration", *session.posargs)

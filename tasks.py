@@ -9,7 +9,15 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from hubops.cli import config
+from hubops.cli import config, images
 
-ns = Collection(config.envs, config.check, config.render, config.docs)
+ns = Collection(
+    config.envs,
+    config.check,
+    config.render,
+    config.docs,
+    images.base_image_,
+    images.build,
+    images.push,
+)
 ns.configure({"hubops": {"root": str(Path(__file__).resolve().parent)}})

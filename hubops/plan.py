@@ -7,6 +7,7 @@ references, the JupyterHub traits per class, and the specs of the proxy and hub 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -85,7 +86,7 @@ class Plan(_Frozen):
     """What a deployment of one environment consists of. Holds no secret values."""
 
     environment: str
-    build: str
+    revisions: dict[str, str]
     public_url: str
     network: str
     images: list[str]
@@ -117,16 +118,16 @@ def names(env_name: str) -> dict[str, str]:
     }
 
 
-def singleuser_choices(settings: Environment, build: str) -> dict[str, str]:
+def singleuser_choices(settings: Environment, revs: Mapping[str, str]) -> dict[str, str]:
     """Display name -> image reference, the default first."""
     registry = settings.registry.url
     return {
-        display: images.resolve_singleuser(value, registry, build)
+        display: images.resolve_singleuser(value, registry, revs)
         for display, value in settings.singleuser.choices.items()
     }
 
 
-def hub_config(env_name: str, settings: Environment, build: str) -> HubConfig:
+def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) -> HubConfig:
     n = names(env_name)
     parts = urlsplit(settings.public_url)
     base_url = (parts.path.rstrip("/") or "") + "/"
@@ -198,7 +199,7 @@ def hub_config(env_name: str, settings: Environment, build: str) -> HubConfig:
         secret_traits[cls] = {"client_secret": "oauth_client_secret"}
 
     su = settings.singleuser
-    choices = singleuser_choices(settings, build)
+    choices = singleuser_choices(settings, revs)
     spawner: dict[str, Any] = {
         "image": next(iter(choices.values())),
         "allowed_images": choices if len(choices) > 1 else {},
@@ -252,12 +253,12 @@ def gpu_device_requests(settings: Environment) -> list[dict[str, Any]]:
     return []
 
 
-def plan(env_name: str, settings: Environment, build: str) -> Plan:
+def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
     n = names(env_name)
     paths = settings.paths
     registry = settings.registry.url
-    proxy_image = images.pinned_ref(registry, "proxy", build)
-    hub_image = images.pinned_ref(registry, "hub", build)
+    proxy_image = images.pinned_ref(registry, "proxy", revs["proxy"])
+    hub_image = images.pinned_ref(registry, "hub", revs["hub"])
     labels = {LABEL_ENV: env_name}
 
     proxy_cmd = [
@@ -338,13 +339,13 @@ def plan(env_name: str, settings: Environment, build: str) -> Plan:
     ]
     return Plan(
         environment=env_name,
-        build=build,
+        revisions=dict(revs),
         public_url=settings.public_url,
         network=n["network"],
         images=[
             proxy_image,
             hub_image,
-            *dict.fromkeys(singleuser_choices(settings, build).values()),
+            *dict.fromkeys(singleuser_choices(settings, revs).values()),
         ],
         host_dirs=host_dirs,
         hub_secrets=[s.name for s in hub_secrets(settings)],

@@ -12,6 +12,7 @@ import math
 import os
 import pprint
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,12 @@ class Rendered:
     plan: Plan
 
 
-def render(repo_root: Path, env: LoadedEnvironment, build: str) -> Rendered:
+def render(repo_root: Path, env: LoadedEnvironment, revs: Mapping[str, str]) -> Rendered:
     """Write build/<env>/ for one environment, each file atomically."""
     out = repo_root / BUILD_DIR / env.name
     out.mkdir(parents=True, exist_ok=True)
-    config = render_config(hub_config(env.name, env.settings, build))
-    the_plan = plan(env.name, env.settings, build)
+    config = render_config(hub_config(env.name, env.settings, revs))
+    the_plan = plan(env.name, env.settings, revs)
     files = (
         _write(out / CONFIG_FILE, config),
         _write(out / PLAN_FILE, json.dumps(the_plan.model_dump(), indent=2) + "\n"),

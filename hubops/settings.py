@@ -312,6 +312,12 @@ class RegistrySettings(Section):
     username: str | None = Field(
         None, description="Registry user; its password is the registry_password secret."
     )
+    insecure: bool = Field(
+        False,
+        description="Plain http instead of https: only for a registry on loopback or a "
+        "trusted network (the Docker engine must list it in insecure-registries unless it is "
+        "on 127.0.0.0/8).",
+    )
 
     @model_validator(mode="after")
     def _url_shape(self) -> RegistrySettings:
@@ -336,12 +342,44 @@ class MirrorSettings(Section):
     apt: HttpUrl | None = Field(
         None, description="Debian/Ubuntu mirror for base images and apt in builds."
     )
+    apt_security: HttpUrl | None = Field(
+        None, description="Mirror of the distribution's security archive (base images)."
+    )
     pip_index_url: HttpUrl | None = Field(None, description="PyPI mirror (index URL).")
     npm_registry: HttpUrl | None = Field(None, description="npm registry mirror.")
     ca_bundle: str | None = Field(
         None,
         description="Extra CA bundle (PEM) on the operator's machine that builds trust, for "
         "TLS interception or an internal CA; relative paths are relative to the repo.",
+    )
+
+
+class BootstrapSettings(Section):
+    distribution: Literal["debian", "ubuntu"] = Field(
+        "debian", description="Distribution of the base image `invoke base-image` makes."
+    )
+    suite: str = Field(
+        "bookworm", description="Release (suite) to bootstrap, e.g. bookworm, jammy, noble."
+    )
+    image: str = Field(
+        "hubops/base:bookworm", description="Name:tag the bootstrapped image is imported as."
+    )
+
+
+class BuildSettings(Section):
+    base_image: str = Field(
+        "debian:bookworm-slim",
+        description="FROM image of the hub and proxy images (Debian or Ubuntu).",
+    )
+    singleuser_base_image: str = Field(
+        "nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+        description="FROM image of the singleuser images: a CUDA runtime image on a GPU "
+        "server; the bootstrapped image (bootstrap.image) where nothing can be pulled.",
+    )
+    bootstrap: BootstrapSettings = Field(
+        default_factory=BootstrapSettings,
+        description="`invoke base-image`: a base image made from packages, without a registry. "
+        "`invoke build` makes it first when a base image names it and it is missing.",
     )
 
 
@@ -375,6 +413,7 @@ class Environment(Section):
     mirrors: MirrorSettings = Field(
         default_factory=MirrorSettings, description="Package mirrors and CA bundle for builds."
     )
+    build: BuildSettings = Field(default_factory=BuildSettings, description="How images are built.")
 
     @model_validator(mode="after")
     def _tls_matches_url(self) -> Environment:

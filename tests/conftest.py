@@ -16,6 +16,27 @@ SHIPPED_ENVS = sorted(
 )
 
 
+_OPTIONS: dict[str, str] = {"env": "local"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--env",
+        default="local",
+        help="Environment whose images and deployment the integration suites test "
+        "(a file config/environments/NAME.yaml); default: local.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _OPTIONS["env"] = str(config.getoption("--env"))
+
+
+def tested_env_name() -> str:
+    """The --env option (usable at collection time, for parametrization)."""
+    return _OPTIONS["env"]
+
+
 class Checkout:
     """A copy of the repo's config, tasks.py and invoke.yaml in a temp dir."""
 

@@ -27,7 +27,11 @@ ENV_HELP = "Environment: a file config/environments/NAME.yaml (applies to every 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def task(help: dict[str, str] | None = None) -> Callable[[F], Task[Any]]:
+def task(
+    help: dict[str, str] | None = None,
+    iterable: list[str] | None = None,
+    name: str | None = None,
+) -> Callable[[F], Task[Any]]:
     """``invoke.task`` whose HubopsErrors end the run with one message and exit code 1."""
 
     def decorate(body: F) -> Task[Any]:
@@ -38,7 +42,10 @@ def task(help: dict[str, str] | None = None) -> Callable[[F], Task[Any]]:
             except HubopsError as exc:
                 raise Exit(message=f"error: {exc}", code=1) from None
 
-        made: Task[Any] = invoke_task(help=help or {})(wrapper)
+        options: dict[str, Any] = {"help": help or {}, "iterable": iterable or []}
+        if name:
+            options["name"] = name
+        made: Task[Any] = invoke_task(**options)(wrapper)
         return made
 
     return decorate

@@ -46,7 +46,7 @@ def render(c: Context, env: str | None = None) -> None:
     """Write build/ENV/: jupyterhub_config.py and the deploy plan (no secrets)."""
     root = repo_root(c)
     report = check_env(root, resolve_env(c, env))
-    rendered = render_env(root, report.env, images.build_id(root))
+    rendered = render_env(root, report.env, images.revisions(root))
     for path in rendered.files:
         echo(f"wrote {path.relative_to(root)}")
 

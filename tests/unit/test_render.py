@@ -20,11 +20,13 @@ from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
 from hubops import environments
+from hubops.images import IMAGES
 from hubops.render import py_literal, render
 from hubops.settings import SharedPasswordAuth
 from tests.conftest import SHIPPED_ENVS, Checkout
 
 BUILD = "0123abcd4567"
+REVS = {image.name: BUILD for image in IMAGES}
 FAKE_SECRETS = {
     "oauth_client_secret": "FAKE-client-secret-7f3a9c",
     "shared_password": "FAKE-shared-password-51d2",
@@ -51,7 +53,7 @@ def load_hub_config(path: Path) -> Config:
 
 def rendered(checkout: Checkout, name: str) -> tuple[environments.LoadedEnvironment, Config]:
     env = environments.load(checkout.root, name)
-    out = render(checkout.root, env, BUILD)
+    out = render(checkout.root, env, REVS)
     return env, load_hub_config(out.directory / "jupyterhub_config.py")
 
 
@@ -130,7 +132,7 @@ def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
 
 def test_plan_holds_the_containers_the_deploy_starts(checkout: Checkout) -> None:
     env = environments.load(checkout.root, "lab")
-    out = render(checkout.root, env, BUILD)
+    out = render(checkout.root, env, REVS)
     plan = json.loads((out.directory / "plan.json").read_text())
     by_role = {c["role"]: c for c in plan["containers"]}
     assert sorted(by_role) == ["hub", "proxy"]
@@ -196,7 +198,7 @@ def test_a_planted_secret_appears_in_no_rendered_file(
         "registry_password: FAKE-registry-pass-4d4d\n"
     )
     env = environments.load(checkout.root, name)
-    out = render(checkout.root, env, BUILD)
+    out = render(checkout.root, env, REVS)
     for path in out.directory.rglob("*"):
         text = path.read_text()
         for value in [*FAKE_SECRETS.values(), "FAKE-registry-pass-4d4d"]:
@@ -205,6 +207,6 @@ def test_a_planted_secret_appears_in_no_rendered_file(
 
 def test_render_is_deterministic(checkout: Checkout) -> None:
     env = environments.load(checkout.root, "lab")
-    first = {p.name: p.read_bytes() for p in render(checkout.root, env, BUILD).files}
-    second = {p.name: p.read_bytes() for p in render(checkout.root, env, BUILD).files}
+    first = {p.name: p.read_bytes() for p in render(checkout.root, env, REVS).files}
+    second = {p.name: p.read_bytes() for p in render(checkout.root, env, REVS).files}
     assert first == second, "the same environment and build must render the same bytes"

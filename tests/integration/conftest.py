@@ -1,0 +1,115 @@
+"""Integration fixtures: a real Docker engine, the images built from this checkout, and
+containers that tests run against. Every fixture removes what it started, also on failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import testinfra
+
+from hubops import environments
+from hubops.build import BuiltImage, build
+from hubops.engine import ensure_docker, local_client, stop_started_dockerd
+from hubops.hosts import LocalHost
+from tests.conftest import REPO_ROOT, tested_env_name
+
+BUILT_KEY = pytest.StashKey[list[BuiltImage]]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """This machine's Docker engine; installed and started (then stopped) when missing."""
+    host = LocalHost()
+    report = ensure_docker(host)
+    client = local_client()
+    yield client
+    client.close()
+    if report.started:
+        stop_started_dockerd(host)
+
+
+@pytest.fixture(scope="session")
+def local_env() -> environments.LoadedEnvironment:
+    return environments.load(REPO_ROOT, "local")
+
+
+@pytest.fixture(scope="session")
+def tested_env() -> environments.LoadedEnvironment:
+    """The environment under test (--env, default local)."""
+    return environments.load(REPO_ROOT, tested_env_name())
+
+
+@pytest.fixture(scope="session")
+def built(
+    request: pytest.FixtureRequest,
+    docker_client: docker.DockerClient,
+    tested_env: environments.LoadedEnvironment,
+) -> dict[str, BuiltImage]:
+    """The tested environment's images, built from this checkout: ``image:variant`` -> build."""
+    result = build(docker_client, REPO_ROOT, tested_env)
+    request.config.stash[BUILT_KEY] = result
+    return {f"{b.image}:{b.variant}": b for b in result}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    result = terminalreporter.config.stash.get(BUILT_KEY, None)
+    if not result:
+        return
+    terminalreporter.section("image sizes")
+    for b in result:
+        terminalreporter.write_line(
+            f"{b.pinned:60} {b.size / 1e6:7.1f} MB  built in {b.seconds:5.1f}s"
+            f"{' (cache)' if b.cached else ''}"
+        )
+
+
+@pytest.fixture(scope="session")
+def test_network(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A user-defined network for the containers of this test session."""
+    name = f"hubops-test-{uuid.uuid4().hex[:8]}"
+    network = docker_client.networks.create(
+        name, driver="bridge", labels={"org.hubops.role": "test"}
+    )
+    yield name
+    network.remove()
+
+
+Runner = Callable[..., testinfra.host.Host]
+
+
+@pytest.fixture
+def run_container(docker_client: docker.DockerClient, test_network: str) -> Iterator[Runner]:
+    """Start a container from an image (idle, as the image's user) and give its testinfra host."""
+    started: list[docker.models.containers.Container] = []
+
+    def start(ref: str, user: str | None = None) -> testinfra.host.Host:
+        container = docker_client.containers.run(
+            ref,
+            entrypoint=["sleep", "infinity"],
+            command=[],
+            detach=True,
+            network=test_network,
+            user=user,
+            labels={"org.hubops.role": "test"},
+        )
+        started.append(container)
+        return testinfra.get_host(f"docker://{container.id}")
+
+    yield start
+    for container in started:
+        container.remove(force=True)
+
+
+def repo_path(*parts: str) -> Path:
+    return REPO_ROOT.joinpath(*parts)

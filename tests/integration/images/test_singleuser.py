@@ -1,0 +1,80 @@
+"""The singleuser images: JupyterLab for one user, as the non-root user, with JupyterHub's
+version matching the hub. Tests for `base` run on every variant built on it (pytorch too).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hubops.build import BuiltImage
+from hubops.images import SINGLEUSER, VERSIONS
+from tests.integration.conftest import Runner
+from tests.integration.images.conftest import family
+
+
+@pytest.fixture(params=family("base"))
+def image(request: pytest.FixtureRequest, built: dict[str, BuiltImage]) -> BuiltImage:
+    """Each variant of the base family that the tested environment uses (base, pytorch...)."""
+    return built[f"{SINGLEUSER}:{request.param}"]
+
+
+def test_runs_as_the_non_root_user(image: BuiltImage, run_container: Runner) -> None:
+    host = run_container(image.pinned)
+    uid, gid = host.user().uid, host.user().gid
+    assert (uid, gid) == (1000, 100), f"{image.pinned} runs as {uid}:{gid}, expected 1000:100"
+    assert host.user().name == "jovyan"
+
+
+def test_workdir_is_the_notebook_dir_and_writable(image: BuiltImage, run_container: Runner) -> None:
+    host = run_container(image.pinned)
+    assert host.check_output("pwd") == "/home/jovyan/work"
+    work = host.file("/home/jovyan/work")
+    assert (work.uid, work.gid) == (1000, 100), f"work dir owned by {work.uid}:{work.gid}"
+    host.check_output("touch /home/jovyan/work/probe && rm /home/jovyan/work/probe")
+
+
+def test_jupyterhub_singleuser_works_and_matches_the_pin(
+    image: BuiltImage, run_container: Runner
+) -> None:
+    host = run_container(image.pinned)
+    version = host.check_output("jupyterhub-singleuser --version")
+    assert version.strip().endswith(VERSIONS["JUPYTERHUB_VERSION"]), f"version: {version!r}"
+    assert image.labels["org.hubops.jupyterhub.version"] == VERSIONS["JUPYTERHUB_VERSION"]
+
+
+def test_jupyterlab_is_installed_and_the_default_ui(
+    image: BuiltImage, run_container: Runner
+) -> None:
+    host = run_container(image.pinned)
+    assert host.run("jupyter lab --version").rc == 0, "jupyter lab is missing"
+    extensions = host.check_output("jupyter server extension list 2>&1")
+    assert "jupyterlab" in extensions, extensions
+    assert "enabled" in extensions, extensions
+    default_url = host.check_output(
+        'python3 -c "from jupyter_server.serverapp import ServerApp; a = ServerApp(); '
+        'a.load_config_file(); print(a.default_url)"'
+    )
+    assert default_url == "/lab", f"default URL is {default_url!r}, expected /lab"
+
+
+def test_labels_describe_the_build(image: BuiltImage) -> None:
+    labels = image.labels
+    assert labels["org.hubops.image"] == SINGLEUSER
+    assert labels["org.hubops.variant"] == image.variant
+    assert labels["org.opencontainers.image.revision"] in image.pinned
+    assert labels["org.hubops.os"], "the OS label is empty"
+    assert "org.hubops.cuda" in labels, "the CUDA label is missing"
+    tags = [ref.rpartition(":")[2] for ref in image.refs]
+    assert f"{image.variant}-{labels['org.hubops.os']}" in tags or any(
+        t.startswith(f"{image.variant}-cuda") for t in tags
+    ), f"no variant+platform tag in {tags}"
+    assert image.variant in tags, f"no moving variant tag in {tags}"
+
+
+def test_trusts_the_configured_ca_bundle(image: BuiltImage, run_container: Runner) -> None:
+    """The environment's CA bundle is in the image's trust store (pip works behind TLS
+    interception or with an internal CA)."""
+    host = run_container(image.pinned)
+    extra = host.file("/usr/local/share/ca-certificates/hubops-extra.crt")
+    assert extra.exists, "the configured CA bundle did not reach the trust store"
+    assert host.file("/etc/ssl/certs/ca-certificates.crt").contains("BEGIN CERTIFICATE")

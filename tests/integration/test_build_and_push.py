@@ -1,0 +1,176 @@
+"""Builds and pushes against real parts: the engine, and Debian's docker-registry started on
+loopback with htpasswd auth. Pushed images are pulled back and compared by digest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import bcrypt
+import docker
+import pytest
+import requests
+from pydantic import SecretStr
+
+from hubops import environments
+from hubops.build import BuiltImage, build
+from hubops.push import PushError, push
+from tests.conftest import REPO_ROOT, Checkout
+from tests.support.apt import ensure_commands
+from tests.support.net import free_port
+from tests.support.wait import wait_for
+
+REGISTRY_USER = "hubops"
+REGISTRY_PASSWORD = "reg-pass-for-tests-9f2c"
+
+
+@dataclass(frozen=True)
+class Registry:
+    address: str
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1, htpasswd auth, storage in a temp dir."""
+    ensure_commands({"docker-registry": "docker-registry"})
+    root = tmp_path_factory.mktemp("registry")
+    hashed = bcrypt.hashpw(REGISTRY_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    (root / "htpasswd").write_text(f"{REGISTRY_USER}:{hashed}\n")
+    port = free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root}/data}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}', secret: test-only-http-secret}}\n"
+        f"auth: {{htpasswd: {{realm: hubops-test, path: {root}/htpasswd}}}}\n"
+    )
+    with (root / "registry.log").open("w") as log:
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
+        )
+    try:
+        wait_for(
+            lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401,
+            timeout=30,
+            what="docker-registry to answer",
+        )
+        yield Registry(address=f"127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def registry_env(checkout: Checkout, registry: Registry) -> environments.LoadedEnvironment:
+    """`local` with the loopback registry (images are tagged for it)."""
+    checkout.write_env(
+        "reg",
+        "extends: local.yaml\n"
+        f"registry:\n  url: '{registry.address}'\n  username: {REGISTRY_USER}\n"
+        "  insecure: true\n",
+    )
+    return environments.load(checkout.root, "reg")
+
+
+def test_push_round_trip_keeps_the_digest(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    registry_env: environments.LoadedEnvironment,
+) -> None:
+    """Push every tag, delete the local copies, pull them back: the digests match."""
+    tagged = build(docker_client, REPO_ROOT, registry_env)  # all cached: adds registry tags
+    assert all(b.cached for b in tagged), "tagging for a registry must not rebuild anything"
+    start = time.monotonic()
+    pushed = push(
+        docker_client, registry_env, REPO_ROOT, {"registry_password": SecretStr(REGISTRY_PASSWORD)}
+    )
+    print(f"pushed {len(pushed)} tags in {time.monotonic() - start:.1f}s")
+    expected = {ref for b in tagged for ref in b.refs}
+    assert {p.ref for p in pushed} == expected, "every tag of every image is pushed"
+    auth = {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}
+    for b in tagged:
+        pinned = next(p for p in pushed if p.ref == b.pinned)
+        for ref in b.refs:
+            docker_client.images.remove(ref)
+        repository, _, tag = pinned.ref.rpartition(":")
+        pulled = docker_client.images.pull(repository, tag=tag, auth_config=auth)
+        digests = [d.partition("@")[2] for d in pulled.attrs["RepoDigests"]]
+        assert pinned.digest in digests, f"{pinned.ref}: pushed {pinned.digest}, pulled {digests}"
+        assert pulled.id == b.image_id, f"{pinned.ref}: pulled image differs from the built one"
+
+
+def test_bad_registry_password_says_what_to_fix(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    registry_env: environments.LoadedEnvironment,
+) -> None:
+    with pytest.raises(PushError) as info:
+        push(docker_client, registry_env, REPO_ROOT, {"registry_password": SecretStr("wrong")})
+    message = str(info.value)
+    assert "refused the login of 'hubops'" in message, message
+    assert "HUBOPS_REGISTRY_PASSWORD" in message
+    assert "config/secrets/reg.yaml" in message
+    assert "wrong" not in message, "the password must not be shown"
+
+
+def test_no_registry_says_what_is_missing(
+    docker_client: docker.DockerClient, local_env: environments.LoadedEnvironment
+) -> None:
+    with pytest.raises(PushError, match=r"registry\.url is not set, so there is nowhere to push"):
+        push(docker_client, local_env, REPO_ROOT, {})
+
+
+def test_a_planted_secret_is_in_no_layer_or_history(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    checkout: Checkout,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Secrets given by environment variable and secrets file never reach an image."""
+    fake = "FAKE-planted-secret-3c9e1d"
+    monkeypatch.setenv("HUBOPS_SHARED_PASSWORD", fake)
+    (checkout.root / "config/secrets/local.yaml").write_text(f"admin_password: {fake}{fake}\n")
+    env = environments.load(checkout.root, "local")
+    for b in build(docker_client, REPO_ROOT, env):
+        image = docker_client.images.get(b.pinned)
+        history = " ".join(str(h.get("CreatedBy", "")) for h in image.history())
+        assert fake not in history, f"{b.pinned}: the secret is in docker history"
+        tail = b""
+        for chunk in image.save(named=False):
+            assert fake.encode() not in tail + chunk, f"{b.pinned}: the secret is in a layer"
+            tail = chunk[-len(fake) :]
+
+
+def test_no_op_rebuild_uses_the_cache(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    local_env: environments.LoadedEnvironment,
+    checkout: Checkout,
+) -> None:
+    """A second build with nothing changed, and one after a config-only change, rebuild
+    nothing and give the same image IDs."""
+    start = time.monotonic()
+    again = build(docker_client, REPO_ROOT, local_env)
+    seconds = time.monotonic() - start
+    print(f"no-op rebuild: {seconds:.1f}s")
+    assert all(b.cached for b in again), [b.pinned for b in again if not b.cached]
+    assert {b.image_id for b in again} == {b.image_id for b in built.values()}
+    checkout.edit_env("local", "mem_limit: 2G", "mem_limit: 3G")
+    changed = build(docker_client, REPO_ROOT, environments.load(checkout.root, "local"))
+    assert {b.image_id for b in changed} == {b.image_id for b in built.values()}, (
+        "a config-only change must not change any image"
+    )
+
+
+def test_ca_bundle_path_that_does_not_exist_is_one_clear_error(checkout: Checkout) -> None:
+    from hubops.check import check
+    from hubops.errors import ConfigError
+
+    checkout.edit_env(
+        "local", "ca_bundle: /etc/ssl/certs/ca-certificates.crt", "ca_bundle: /nonexistent/ca.pem"
+    )
+    with pytest.raises(ConfigError, match=r"mirrors.ca_bundle: got '/nonexistent/ca.pem'"):
+        check(checkout.root, "local")

@@ -1,0 +1,147 @@
+"""The image table: what an environment builds, tags, build contexts and revisions."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from hubops import environments, images
+from hubops.build import BaseInfo, build_args, context_tar, wanted
+from hubops.images import IMAGES, VERSIONS, spec
+from tests.conftest import REPO_ROOT
+
+
+def names(env: str) -> list[str]:
+    settings = environments.load(REPO_ROOT, env).settings
+    return [f"{i.name}:{v.name}" for i, v in wanted(settings)]
+
+
+def test_lab_builds_both_variants_parents_first() -> None:
+    assert names("lab") == ["proxy:default", "hub:default", "singleuser:base", "singleuser:pytorch"]
+
+
+def test_local_builds_only_what_it_uses() -> None:
+    assert names("local") == ["proxy:default", "hub:default", "singleuser:base"]
+
+
+def test_children_of_base_include_pytorch() -> None:
+    assert [v.name for v in spec("singleuser").children("base")] == ["base", "pytorch"]
+    assert [v.name for v in spec("singleuser").children("pytorch")] == ["pytorch"]
+
+
+def test_tags_carry_revision_version_platform_and_moving_tags() -> None:
+    su = spec("singleuser")
+    base, torch = su.variant("base"), su.variant("pytorch")
+    assert images.tags(su, base, "abc123", "ubuntu22.04", "12.4") == [
+        "base-abc123",
+        "base-0.1.0",
+        "base-cuda12.4-ubuntu22.04",
+        "base",
+        "latest",
+    ]
+    assert images.tags(su, torch, "abc123", "debian12", "12.4") == [
+        "pytorch-abc123",
+        "pytorch-0.1.0",
+        "pytorch-cuda12.4-debian12",
+        "pytorch",
+    ]
+    hub = spec("hub")
+    assert images.tags(hub, hub.default, "abc123-dirty", "debian12", "none") == [
+        "abc123-dirty",
+        "0.1.0",
+        "debian12",
+        "latest",
+    ]
+
+
+def test_jupyterhub_is_pinned_once_for_hub_and_singleuser() -> None:
+    for name in ("hub", "singleuser"):
+        image = spec(name)
+        assert (
+            images.build_args(image, image.default)["JUPYTERHUB_VERSION"]
+            == (VERSIONS["JUPYTERHUB_VERSION"])
+        )
+    assert VERSIONS["JUPYTERHUB_VERSION"].startswith("5."), "hubops pins JupyterHub 5.x"
+
+
+def _members(image: str, ca: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=context_tar(REPO_ROOT, spec(image), ca)) as tar:
+        return {
+            m.name: (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+            for m in tar.getmembers()
+        }
+
+
+def test_context_holds_the_image_dir_shared_files_and_ca_only() -> None:
+    hub = _members("hub", b"CA PEM")
+    assert "Dockerfile" in hub
+    assert "install-os-packages.sh" in hub, "shared build files are added"
+    assert hub["hubops-ca.crt"] == b"CA PEM"
+    assert not any(n.startswith("proxy") for n in hub), "the proxy's context is not the hub's"
+    assert not any("jupyterhub_config" in n or n.endswith(".yaml") for n in hub)
+
+
+def test_context_is_deterministic() -> None:
+    first = context_tar(REPO_ROOT, spec("singleuser"), b"").getvalue()
+    second = context_tar(REPO_ROOT, spec("singleuser"), b"").getvalue()
+    assert first == second, "an unchanged context must be byte-identical (build cache)"
+
+
+def test_build_args_are_only_those_the_dockerfile_declares() -> None:
+    settings = environments.load(REPO_ROOT, "local").settings
+    base = BaseInfo(ref="hubops/base:bookworm", os_tag="debian12", cuda="none")
+    proxy = spec("proxy")
+    args = build_args(REPO_ROOT, settings, proxy, proxy.default, base, "rev1")
+    assert args["CHP_VERSION"] == VERSIONS["CHP_VERSION"]
+    assert args["BASE_IMAGE"] == "hubops/base:bookworm"
+    assert "JUPYTERHUB_VERSION" not in args, "the proxy's Dockerfile does not declare it"
+    su = spec("singleuser")
+    torch = build_args(REPO_ROOT, settings, su, su.variant("pytorch"), base, "rev1")
+    assert torch["TORCH_VERSION"] == VERSIONS["TORCH_VERSION"]
+    assert torch["NB_UID"] == "1000"
+
+
+@pytest.fixture
+def git_copy(tmp_path: Path) -> Path:
+    """A git repo holding a copy of what the images are made from, plus config."""
+    root = tmp_path / "git"
+    for part in ("hub", "singleuser", "config", "hubops"):
+        shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return root
+
+
+def test_a_config_change_keeps_every_revision(git_copy: Path) -> None:
+    before = images.revisions(git_copy)
+    lab = git_copy / "config/environments/lab.yaml"
+    lab.write_text(lab.read_text().replace("32G", "64G"))
+    assert images.revisions(git_copy) == before, "config is not an input of any image"
+
+
+def test_an_image_change_marks_only_that_image_dirty(git_copy: Path) -> None:
+    before = images.revisions(git_copy)
+    (git_copy / "hub/proxy/entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
+    after = images.revisions(git_copy)
+    assert after["proxy"] == before["proxy"] + "-dirty"
+    assert after["hub"] == before["hub"], "hub/proxy/ is not the hub's input"
+    assert after["singleuser"] == before["singleuser"]
+    assert len(before["hub"]) == 12, f"a 12-character short SHA: {before['hub']}"
+
+
+def test_every_image_has_a_dockerfile_with_its_targets() -> None:
+    for image in IMAGES:
+        text = (REPO_ROOT / image.context / "Dockerfile").read_text()
+        for v in image.variants:
+            assert f" AS {v.target}\n" in text, (
+                f"{image.context}/Dockerfile lacks target {v.target}"
+            )
