@@ -97,16 +97,15 @@ def bootstrap(
                 f"and mirrors.apt (is the mirror reachable from this machine?)\n{exc}"
             ) from None
         repository, _, tag = boot.image.rpartition(":")
-        with tarball.open("rb") as f:
-            client.api.import_image_from_stream(
-                f,
-                repository=repository,
-                tag=tag,
-                changes=[
-                    'CMD ["/bin/bash"]',
-                    f'LABEL org.hubops.bootstrap="{boot.distribution} {boot.suite}"',
-                ],
-            )
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=tag,
+            changes=[
+                'CMD ["/bin/bash"]',
+                f'LABEL org.hubops.bootstrap="{boot.distribution} {boot.suite}"',
+            ],
+        )
     image = client.images.get(boot.image)
     return BaseImage(
         ref=boot.image,
