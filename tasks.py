@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from hubops.cli import config, images
+from hubops.cli import config, deploy, images
 
 ns = Collection(
     config.envs,
@@ -19,5 +19,10 @@ ns = Collection(
     images.base_image_,
     images.build,
     images.push,
+    deploy.deploy,
+    deploy.up,
+    deploy.doctor,
 )
+ns.add_collection(Collection("host", prepare=deploy.host_prepare))
+ns.add_collection(Collection("db", backup=deploy.db_backup, restore=deploy.db_restore))
 ns.configure({"hubops": {"root": str(Path(__file__).resolve().parent)}})

@@ -97,6 +97,14 @@ class Plan(_Frozen):
     containers: list[ContainerSpec]
 
 
+class PyObject(_Frozen):
+    """A Python object of the hub image: ``module.name``, called with ``args`` unless None."""
+
+    module: str
+    name: str
+    args: list[Any] | None = None
+
+
 class HubConfig(_Frozen):
     """The values of jupyterhub_config.py, per traitlets class."""
 
@@ -106,6 +114,8 @@ class HubConfig(_Frozen):
     traits: dict[str, dict[str, Any]]
     # class name -> trait name -> secret file name in secrets_dir
     secret_traits: dict[str, dict[str, str]]
+    # class name -> trait name -> code of hubops_hub (hooks, the user name escape)
+    objects: dict[str, dict[str, PyObject]]
 
 
 def names(env_name: str) -> dict[str, str]:
@@ -238,11 +248,22 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         hub["load_roles"] = [
             {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]}
         ]
+    objects = {
+        "DockerSpawner": {
+            "escape": PyObject(module="hubops_hub.userdirs", name="escape_username"),
+            "pre_spawn_hook": PyObject(
+                module="hubops_hub.userdirs",
+                name="pre_spawn_hook",
+                args=[settings.paths.user_data_dir, USER_DIR_PREFIX, su.uid, su.gid],
+            ),
+        }
+    }
     return HubConfig(
         environment=env_name,
         secrets_dir=HUB_SECRETS_DIR,
         traits=traits,
         secret_traits=secret_traits,
+        objects=objects,
     )
 
 
@@ -323,7 +344,7 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
         environment={},
         ports=[],
         mounts=[
-            Mount(source=DOCKER_SOCKET, target=DOCKER_SOCKET, read_only=False),
+            Mount(source=paths.docker_socket, target=DOCKER_SOCKET, read_only=False),
             Mount(source=paths.config_dir, target=HUB_CONFIG_DIR),
             Mount(source=paths.data_dir, target=HUB_DATA_DIR, read_only=False),
             Mount(source=paths.user_data_dir, target=paths.user_data_dir, read_only=False),

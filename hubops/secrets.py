@@ -175,3 +175,28 @@ def _read_file(repo_root: Path, env_name: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise SecretError(f"{rel}: {key}: expected a string (quote the value)")
     return {str(k): str(v) for k, v in data.items()}
+
+
+def generate_missing(
+    repo_root: Path, env_name: str, settings: Environment, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Make random values for the missing passwords of a shared-password environment, in its
+    git-ignored secrets file (mode 0600). For trying hubops out: OAuth secrets and registry
+    passwords come from their providers and are never made up. Returns the names made."""
+    import secrets as random
+
+    _, statuses = _lookup(repo_root, env_name, settings, environ)
+    makeable = {SHARED_PASSWORD.name: 16, ADMIN_PASSWORD.name: 40}
+    todo = [s.spec for s in statuses if s.source is None and s.spec.name in makeable]
+    if not todo:
+        return []
+    path = secrets_file(repo_root, env_name)
+    data = _read_file(repo_root, env_name)
+    for spec in todo:
+        data[spec.name] = random.token_urlsafe(makeable[spec.name])[: makeable[spec.name] * 2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(yaml.safe_dump(data, default_flow_style=False), encoding="utf-8")
+    tmp.replace(path)
+    return [spec.name for spec in todo]

@@ -301,6 +301,10 @@ class PathSettings(Section):
         "/srv/jupyterhub-users",
         description="Host directory that holds one jupyterhub-user-<name> directory per user.",
     )
+    docker_socket: HostPath = Field(
+        "/var/run/docker.sock",
+        description="The Docker engine's socket on the host; mounted into the hub only.",
+    )
 
 
 class RegistrySettings(Section):
@@ -335,6 +339,10 @@ class SSHSettings(Section):
     user: str = Field("root", description="SSH user; it must be allowed to use Docker.")
     key_file: str | None = Field(
         None, description="Private key file on the operator's machine (default: ssh-agent)."
+    )
+    known_hosts: str = Field(
+        "~/.ssh/known_hosts",
+        description="known_hosts file that must hold the host's key (unknown keys are refused).",
     )
 
 

@@ -1,0 +1,177 @@
+"""Tasks on a hub host: up, deploy, host.prepare, doctor, db.backup, db.restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke.context import Context
+from rich.console import Console
+from rich.table import Table
+
+from hubops import backup as backups
+from hubops import environments, images, secrets
+from hubops.build import build as build_images
+from hubops.check import check as check_env
+from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
+from hubops.deploy import deploy as deploy_env
+from hubops.deploy import find_changes
+from hubops.doctor import run_checks
+from hubops.engine import local_client
+from hubops.errors import HubopsError
+from hubops.hosts import LocalHost, quote
+from hubops.prepare import prepare
+from hubops.render import Rendered, render
+from hubops.target import image_fetcher, open_host
+
+console = Console(stderr=True)
+
+
+def _rendered(root: Path, name: str, strict: bool = True) -> Rendered:
+    report = check_env(root, name, strict=strict)
+    return render(root, report.env, images.revisions(root))
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "dry-run": "Show what would change (config diff, images, containers); change nothing.",
+        "transfer": "Copy images over SSH (docker save | docker load) instead of pulling them.",
+        "timeout": "Seconds the new hub may take to become healthy before the rollback.",
+    }
+)
+def deploy(
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    transfer: bool = False,
+    timeout: int = 90,
+) -> None:
+    """Deploy the hub to the environment's host; roll back if it does not become healthy."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = _rendered(root, name)
+    loaded = environments.load(root, name)
+    values = secrets.resolve(root, name, loaded.settings)
+    config_text = (rendered.directory / "jupyterhub_config.py").read_text()
+    with open_host(root, loaded) as host:
+        if dry_run:
+            changes = find_changes(host, rendered.plan, loaded.settings, config_text, values)
+            if changes.config_diff:
+                echo(changes.config_diff.rstrip("\n"))
+            echo(
+                [f"dry run, {host.name}: nothing was changed"]
+                + [f"  would: {line}" for line in changes.lines()]
+            )
+            return
+        result = deploy_env(
+            host,
+            rendered.plan,
+            loaded.settings,
+            config_text,
+            values,
+            image_fetcher(loaded, values, transfer),
+            health_timeout=timeout,
+            progress=lambda m: console.print(f"[bold]deploy[/] {m}"),
+        )
+    what = "; ".join(result.done) if result.done else "nothing changed"
+    echo(f"{name}: {what} ({result.seconds:.1f}s)")
+    if result.hub_unavailable_s:
+        echo(f"hub unavailable for {result.hub_unavailable_s:.1f}s while it was replaced")
+    echo(f"JupyterHub is up: {result.public_url}")
+
+
+@task(help={"env": ENV_HELP})
+def up(c: Context, env: str | None = None) -> None:
+    """Everything for a hub on this machine: engine, passwords, images, deploy (local envs)."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    if loaded.settings.ssh is not None:
+        raise HubopsError(
+            f"up is for environments on this machine; {name} has an SSH host: run "
+            f"invoke host.prepare build push deploy --env {name}"
+        )
+    report = prepare(LocalHost(), loaded.settings, loaded.settings.build.base_image)
+    echo(report.lines())
+    made = secrets.generate_missing(root, name, loaded.settings)
+    if made:
+        echo(f"made {', '.join(made)} in {secrets.secrets_file(root, name).relative_to(root)}")
+    build_images(local_client(), root, loaded)
+    deploy(c, env=name)
+    file = secrets.secrets_file(root, name).relative_to(root)
+    echo(
+        f"log in with any user name and the shared_password in {file} (admins: the admin_password)"
+    )
+
+
+@task(help={"env": ENV_HELP})
+def host_prepare(c: Context, env: str | None = None) -> None:
+    """Install and start Docker (and the NVIDIA toolkit on GPU hosts), then a GPU smoke test."""
+    root = repo_root(c)
+    loaded = environments.load(root, resolve_env(c, env))
+    with open_host(root, loaded) as host:
+        echo(prepare(host, loaded.settings, loaded.settings.build.base_image).lines())
+
+
+@task(help={"env": ENV_HELP})
+def doctor(c: Context, env: str | None = None) -> None:
+    """Read-only preflight checks of the hub host, with a fix hint for each failure."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = _rendered(root, name, strict=False)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        checks = run_checks(host, loaded.settings, rendered.plan)
+    table = Table(title=f"doctor: {name}")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    colors = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    for ch in checks:
+        table.add_row(ch.name, f"[{colors[ch.status]}]{ch.status}[/]", ch.detail, ch.fix)
+    Console().print(table)
+    failed = [ch.name for ch in checks if ch.status == "fail"]
+    if failed:
+        raise HubopsError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@task(help={"env": ENV_HELP, "keep": "How many backups to keep (older ones are removed)."})
+def db_backup(c: Context, env: str | None = None, keep: int = 10) -> None:
+    """Back up the hub's SQLite DB (online), cookie secret and config on its host."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = _rendered(root, name, strict=False)
+    loaded = environments.load(root, name)
+    hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
+    with open_host(root, loaded) as host:
+        stamp = backups.backup(host, loaded.settings, hub.image, hub.name)
+        removed = backups.prune_backups(host, loaded.settings, keep)
+    echo(
+        f"backup {stamp} in {backups.backups_dir(loaded.settings)}/{stamp}"
+        + (f" (removed {len(removed)} old)" if removed else "")
+    )
+
+
+@task(help={"env": ENV_HELP, "backup": "Backup ID (a directory name in <data_dir>/backups)."})
+def db_restore(c: Context, env: str | None = None, backup: str | None = None) -> None:
+    """Restore the DB, cookie secret and config from a backup, then restart the hub.
+
+    The current state is backed up first, so a restore can itself be undone.
+    """
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = _rendered(root, name, strict=False)
+    loaded = environments.load(root, name)
+    hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
+    with open_host(root, loaded) as host:
+        if backup is None:
+            listing = backups.list_backups(host, loaded.settings)
+            raise HubopsError(
+                f"--backup is required; backups on {host.name}: {', '.join(listing) or 'none'}"
+            )
+        if backup not in backups.list_backups(host, loaded.settings):
+            backups.restore_files(host, loaded.settings, backup)  # raises with the listing
+        safety = backups.backup(host, loaded.settings, hub.image, hub.name)
+        host.run(f"docker stop {quote(hub.name)}", check=False)
+        backups.restore_files(host, loaded.settings, backup)
+        host.run(f"docker start {quote(hub.name)}", check=False)
+    echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")

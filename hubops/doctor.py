@@ -1,0 +1,411 @@
+"""``invoke doctor``: read-only preflight checks of a hub host, each with a fix hint.
+
+Nothing here changes the host: every check only reads (files, ``docker info``, a throwaway
+container that is removed). A check that cannot apply (no GPU, no TLS) says so and is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hubops import dockerhost
+from hubops.engine import MIN_API
+from hubops.hosts import Host, quote
+from hubops.plan import Plan
+from hubops.prepare import has_nvidia_hardware, list_gpus
+from hubops.settings import OAUTH_TYPES, Environment
+
+Status = Literal["ok", "warn", "fail", "skip"]
+MIN_FREE_GB = {"images (/var/lib/docker)": 20.0, "hub data": 1.0, "user data": 10.0}
+CERT_WARN_DAYS = 14
+MAX_SKEW_S = 30.0
+NVML_ERROR = "Failed to initialize NVML: Unknown Error"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Context:
+    host: Host
+    settings: Environment
+    plan: Plan
+    gpus: list[str]
+    probe_image: str | None  # an image on the host to run probes in (the hub's), if any
+
+
+def run_checks(host: Host, settings: Environment, plan: Plan) -> list[Check]:
+    ctx = Context(host, settings, plan, gpus=[], probe_image=None)
+    checks: list[Check] = []
+    for check in CHECKS:
+        try:
+            checks.extend(check(ctx))
+        except Exception as exc:  # a check that breaks is a failed check, not a crash
+            checks.append(Check(check.__name__.removeprefix("check_"), "fail", str(exc)[-300:]))
+    return checks
+
+
+def check_ssh(ctx: Context) -> list[Check]:
+    if ctx.settings.ssh is None:
+        return [Check("ssh", "skip", "local environment: no SSH")]
+    who = ctx.host.run("id -un && uname -r", timeout=30).stdout.split()
+    return [Check("ssh", "ok", f"{ctx.host.name} as {who[0]} (kernel {who[-1]})")]
+
+
+def check_docker(ctx: Context) -> list[Check]:
+    result = ctx.host.run(
+        "docker version --format '{{.Server.Version}} {{.Server.APIVersion}}'", check=False
+    )
+    if not result.ok:
+        return [
+            Check(
+                "docker",
+                "fail",
+                result.stderr.strip()[-200:] or "no engine",
+                "run invoke host.prepare (installs and starts the engine)",
+            )
+        ]
+    version, api = result.stdout.split()
+    if tuple(int(x) for x in api.split(".")) < MIN_API:
+        return [
+            Check(
+                "docker",
+                "fail",
+                f"Docker {version}, API {api}",
+                "upgrade to Docker 20.10 or newer (API 1.41+)",
+            )
+        ]
+    hub = next(c for c in ctx.plan.containers if c.role == "hub")
+    if dockerhost.image_id(ctx.host, hub.image):
+        ctx.probe_image = hub.image
+    return [Check("docker", "ok", f"Docker {version}, API {api}")]
+
+
+def check_disk(ctx: Context) -> list[Check]:
+    p = ctx.settings.paths
+    places = {
+        "images (/var/lib/docker)": "/var/lib/docker",
+        "hub data": p.data_dir,
+        "user data": p.user_data_dir,
+    }
+    out = []
+    for what, path in places.items():
+        # the nearest existing parent: a path the deploy has not made yet still has a disk
+        result = ctx.host.run(
+            f'p={quote(path)}; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; '
+            'df -Pk "$p" | tail -n 1',
+            check=False,
+        )
+        fields = result.stdout.split()
+        if not result.ok or len(fields) < 4:
+            out.append(Check(f"disk {what}", "fail", f"cannot read free space of {path}"))
+            continue
+        free_gb = int(fields[3]) / 1e6
+        need = MIN_FREE_GB[what]
+        status: Status = "ok" if free_gb >= need else "fail"
+        out.append(
+            Check(
+                f"disk {what}",
+                status,
+                f"{free_gb:.1f} GB free at {path}",
+                "" if status == "ok" else f"free space: at least {need:.0f} GB",
+            )
+        )
+    return out
+
+
+def check_ports(ctx: Context) -> list[Check]:
+    proxy = next(c for c in ctx.plan.containers if c.role == "proxy")
+    out = []
+    for port in proxy.ports:
+        owner = _port_owner(ctx.host, port.host_port)
+        ours = _published_by(ctx.host, proxy.name, port.host_port)
+        where = f"{port.host_ip}:{port.host_port}"
+        if owner is None or ours:
+            detail = "served by the hub's proxy" if ours else "free"
+            out.append(Check(f"port {port.host_port}", "ok", f"{where} {detail}"))
+        else:
+            out.append(
+                Check(
+                    f"port {port.host_port}",
+                    "fail",
+                    f"{where} is taken: {owner}",
+                    "stop what listens there, or change hub.port / hub.http_port",
+                )
+            )
+    return out
+
+
+def _port_owner(host: Host, port: int) -> str | None:
+    result = host.run(f"ss -Hltnp 'sport = :{port}' 2>/dev/null", check=False)
+    if result.ok and result.stdout.strip():
+        match = re.search(r'users:\(\("([^"]+)"', result.stdout)
+        return match.group(1) if match else result.stdout.strip()[:80]
+    if result.ok:
+        return None
+    # no ss: try to bind the port with the host's python3
+    probe = host.run(
+        'python3 -c "import socket,sys; s=socket.socket(); '
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('0.0.0.0', {port}))\"",
+        check=False,
+    )
+    return None if probe.ok else "another process"
+
+
+def _published_by(host: Host, container: str, port: int) -> bool:
+    result = host.run(f"docker port {quote(container)} 2>/dev/null", check=False)
+    return result.ok and any(
+        line.rstrip().endswith(f":{port}") for line in result.stdout.splitlines()
+    )
+
+
+def check_gpu(ctx: Context) -> list[Check]:
+    ctx.gpus = list_gpus(ctx.host)
+    if not ctx.gpus:
+        if has_nvidia_hardware(ctx.host):
+            return [
+                Check(
+                    "nvidia driver",
+                    "fail",
+                    "NVIDIA hardware, but nvidia-smi lists none",
+                    "install the NVIDIA driver and reboot",
+                )
+            ]
+        status: Status = "fail" if ctx.settings.gpu.policy != "none" else "skip"
+        return [
+            Check(
+                "nvidia driver",
+                status,
+                "no NVIDIA GPU on this host",
+                "gpu.policy needs GPUs: use a GPU host or set gpu.policy: none"
+                if status == "fail"
+                else "",
+            )
+        ]
+    driver = ctx.host.run(
+        "nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1", check=False
+    ).stdout.strip()
+    out = [
+        Check(
+            "nvidia driver",
+            "ok",
+            f"driver {driver}; {len(ctx.gpus)} GPU(s): " + "; ".join(ctx.gpus),
+        )
+    ]
+    supported = _driver_cuda(ctx.host)
+    for image, need in _image_cuda(ctx).items():
+        if supported is None:
+            out.append(Check(f"cuda {image}", "warn", "cannot read the driver's CUDA version"))
+        elif _ver(need) > _ver(supported):
+            out.append(
+                Check(
+                    f"cuda {image}",
+                    "fail",
+                    f"needs CUDA {need}, the driver supports up to {supported}",
+                    "upgrade the NVIDIA driver, or use an image for an older CUDA",
+                )
+            )
+        else:
+            out.append(Check(f"cuda {image}", "ok", f"needs CUDA {need}, driver has {supported}"))
+    return out
+
+
+def check_gpu_containers(ctx: Context) -> list[Check]:
+    if not ctx.gpus:
+        return [Check("gpu in containers", "skip", "no NVIDIA GPU on this host")]
+    if ctx.probe_image is None:
+        return [Check("gpu in containers", "skip", "no hub image on the host yet (deploy first)")]
+    result = ctx.host.run(
+        quote(
+            "docker",
+            "run",
+            "--rm",
+            "--gpus",
+            "all",
+            "--entrypoint",
+            "nvidia-smi",
+            "--env",
+            "NVIDIA_DRIVER_CAPABILITIES=utility",
+            ctx.probe_image,
+            "-L",
+        ),
+        check=False,
+        timeout=120,
+    )
+    text = result.stdout + result.stderr
+    if NVML_ERROR in text:
+        return [
+            Check(
+                "gpu in containers",
+                "fail",
+                NVML_ERROR,
+                "containers lost the GPUs after a daemon reload (systemd cgroup driver): "
+                "restart them, and set no-cgroups or the cgroupfs driver; see NVIDIA "
+                "container toolkit troubleshooting",
+            )
+        ]
+    if not result.ok:
+        return [
+            Check(
+                "gpu in containers",
+                "fail",
+                text.strip()[-200:],
+                "run invoke host.prepare (NVIDIA Container Toolkit)",
+            )
+        ]
+    seen = sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
+    return [Check("gpu in containers", "ok", f"a container given all GPUs sees {seen}")]
+
+
+def check_tls(ctx: Context) -> list[Check]:
+    tls = ctx.settings.tls
+    if not tls.enabled:
+        return [Check("tls", "skip", "TLS is not enabled")]
+    assert tls.cert is not None
+    assert tls.key is not None
+    cert_pem = ctx.host.run(f"cat {quote(tls.cert)}", check=False)
+    key_pem = ctx.host.run(f"cat {quote(tls.key)}", check=False)
+    if not cert_pem.ok or not key_pem.ok:
+        missing = tls.cert if not cert_pem.ok else tls.key
+        return [
+            Check(
+                "tls",
+                "fail",
+                f"cannot read {missing}",
+                "put the certificate and key there, or fix tls.cert / tls.key",
+            )
+        ]
+    cert = x509.load_pem_x509_certificate(cert_pem.stdout.encode())
+    key = serialization.load_pem_private_key(key_pem.stdout.encode(), password=None)
+    fmt = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*fmt) != key.public_key().public_bytes(*fmt):
+        return [
+            Check(
+                "tls",
+                "fail",
+                f"{tls.key} is not the key of {tls.cert}",
+                "use the key the certificate was issued for",
+            )
+        ]
+    left = cert.not_valid_after_utc - datetime.now(timezone.utc)
+    if left < timedelta(0):
+        return [
+            Check(
+                "tls",
+                "fail",
+                f"the certificate expired on {cert.not_valid_after_utc:%F}",
+                "renew it",
+            )
+        ]
+    status: Status = "ok" if left > timedelta(days=CERT_WARN_DAYS) else "warn"
+    return [
+        Check(
+            "tls",
+            status,
+            f"key matches; valid until {cert.not_valid_after_utc:%F} ({left.days} days)",
+            "" if status == "ok" else "renew it soon",
+        )
+    ]
+
+
+def check_oauth(ctx: Context) -> list[Check]:
+    auth = ctx.settings.auth
+    if not isinstance(auth, OAUTH_TYPES):
+        return [Check("oauth provider", "skip", f"{auth.type} login needs no provider")]
+    url = (
+        getattr(auth, "gitlab_url", None)
+        or getattr(auth, "authorize_url", None)
+        or getattr(auth, "github_url", "")
+    )
+    if ctx.probe_image is None:
+        return [Check("oauth provider", "skip", "no hub image on the host yet (deploy first)")]
+    script = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)"
+    result = ctx.host.run(
+        quote(
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python3",
+            ctx.probe_image,
+            "-c",
+            script,
+            str(url),
+        ),
+        check=False,
+        timeout=60,
+    )
+    if result.ok or "HTTP Error" in result.stderr:  # an HTTP answer means it is reachable
+        return [Check("oauth provider", "ok", f"{url} answers from the host")]
+    return [
+        Check(
+            "oauth provider",
+            "fail",
+            f"{url}: {result.stderr.strip()[-200:]}",
+            "check DNS, firewall and proxy settings of the hub host",
+        )
+    ]
+
+
+def check_clock(ctx: Context) -> list[Check]:
+    before = time.time()
+    remote = float(ctx.host.run("date +%s.%N").stdout.strip().replace("N", "0"))
+    skew = remote - (before + time.time()) / 2
+    status: Status = "ok" if abs(skew) <= MAX_SKEW_S else "fail"
+    return [
+        Check(
+            "clock",
+            status,
+            f"{skew:+.1f}s from this machine",
+            ""
+            if status == "ok"
+            else "run NTP (systemd-timesyncd or chrony) on the host; "
+            "OAuth tokens and TLS fail with a wrong clock",
+        )
+    ]
+
+
+def _driver_cuda(host: Host) -> str | None:
+    match = re.search(r"CUDA Version:\s*([\d.]+)", host.run("nvidia-smi", check=False).stdout)
+    return match.group(1) if match else None
+
+
+def _image_cuda(ctx: Context) -> dict[str, str]:
+    out = {}
+    for ref in ctx.plan.images:
+        found = dockerhost.inspect(ctx.host, "image", ref)
+        need = (((found or {}).get("Config") or {}).get("Labels") or {}).get("org.hubops.cuda")
+        if need and need != "none":
+            out[ref] = str(need)
+    return out
+
+
+def _ver(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
+
+
+CHECKS: list[Callable[[Context], list[Check]]] = [
+    check_ssh,
+    check_docker,
+    check_disk,
+    check_ports,
+    check_gpu,
+    check_gpu_containers,
+    check_tls,
+    check_oauth,
+    check_clock,
+]

@@ -1,0 +1,146 @@
+"""``invoke host.prepare``: bring a fresh Debian/Ubuntu host to the state a deploy starts from.
+
+Docker engine (installed and started where missing), the SSH user in the docker group, the
+NVIDIA Container Toolkit where the host has NVIDIA GPUs, and a GPU smoke test. Idempotent: a
+second run changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hubops.engine import ensure_docker
+from hubops.errors import HubopsError
+from hubops.hosts import Host, quote
+from hubops.settings import Environment
+
+TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
+TOOLKIT_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+TOOLKIT_LIST = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+
+
+@dataclass
+class PrepareReport:
+    host: str
+    changed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)
+    smoke: str = ""
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.host}: "
+            + ("changed: " + "; ".join(self.changed) if self.changed else "nothing changed")
+        ]
+        out += [f"  ok      {k}" for k in self.kept]
+        out += [f"  changed {c}" for c in self.changed]
+        out.append(f"  GPUs    {', '.join(self.gpus) if self.gpus else 'none found'}")
+        out.append(f"  smoke   {self.smoke}")
+        return out
+
+
+def list_gpus(host: Host) -> list[str]:
+    result = host.run("nvidia-smi -L", check=False, timeout=60)
+    return [line.strip() for line in result.stdout.splitlines() if line.startswith("GPU ")]
+
+
+def has_nvidia_hardware(host: Host) -> bool:
+    return host.run(
+        "ls /dev/nvidia0 >/dev/null 2>&1 || (command -v lspci >/dev/null && lspci -nn | "
+        "grep -qi 'nvidia')",
+        check=False,
+    ).ok
+
+
+def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareReport:
+    report = PrepareReport(host=host.name)
+    engine = ensure_docker(host)
+    if engine.installed:
+        report.changed.append(f"installed Docker {engine.version} (docker.io)")
+    if engine.started:
+        report.changed.append("started the Docker engine")
+    if not engine.installed and not engine.started:
+        report.kept.append(f"Docker {engine.version} running")
+
+    user = settings.ssh.user if settings.ssh else None
+    if user and user != "root":
+        groups = host.run(f"id -nG {quote(user)}", check=False).stdout.split()
+        if "docker" in groups:
+            report.kept.append(f"{user} is in the docker group")
+        else:
+            host.run(f"usermod -aG docker {quote(user)}")
+            report.changed.append(f"added {user} to the docker group (log in again to use it)")
+
+    report.gpus = list_gpus(host)
+    if not report.gpus:
+        if has_nvidia_hardware(host):
+            raise HubopsError(
+                f"{host.name}: NVIDIA hardware but no working driver (nvidia-smi -L lists no "
+                "GPU); install the NVIDIA driver for this GPU (e.g. apt install nvidia-driver) "
+                "and reboot, then run host.prepare again"
+            )
+        report.smoke = "skipped: no NVIDIA GPU on this host"
+        return report
+    if host.run("command -v nvidia-ctk", check=False).ok:
+        report.kept.append("NVIDIA Container Toolkit installed")
+    else:
+        _install_toolkit(host)
+        report.changed.append("installed the NVIDIA Container Toolkit")
+    runtimes = host.run("docker info --format '{{json .Runtimes}}'", check=False).stdout
+    if "nvidia" not in runtimes:
+        host.run("nvidia-ctk runtime configure --runtime=docker")
+        _restart_docker(host)
+        report.changed.append("configured Docker's nvidia runtime and restarted Docker")
+    else:
+        report.kept.append("Docker knows the nvidia runtime")
+    report.smoke = gpu_smoke(host, smoke_image)
+    return report
+
+
+def gpu_smoke(host: Host, image: str) -> str:
+    """A container given all GPUs runs nvidia-smi; returns what it listed."""
+    result = host.run(
+        quote(
+            "docker",
+            "run",
+            "--rm",
+            "--gpus",
+            "all",
+            "--entrypoint",
+            "nvidia-smi",
+            "--env",
+            "NVIDIA_DRIVER_CAPABILITIES=utility",
+            image,
+            "-L",
+        ),
+        check=False,
+        timeout=300,
+    )
+    if not result.ok or "GPU " not in result.stdout:
+        raise HubopsError(
+            f"{host.name}: GPU smoke test failed: a container given all GPUs could not run "
+            f"nvidia-smi: {(result.stderr or result.stdout).strip()[-300:]}; run "
+            "`invoke doctor` for the likely cause"
+        )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("GPU ")]
+    return f"a container sees {len(lines)} GPU(s)"
+
+
+def _install_toolkit(host: Host) -> None:
+    host.run(
+        "set -e; export DEBIAN_FRONTEND=noninteractive; "
+        "apt-get update -q; apt-get install -y -q --no-install-recommends curl gnupg "
+        "ca-certificates; "
+        f"curl -fsSL {TOOLKIT_REPO}/gpgkey | gpg --batch --yes --dearmor -o {TOOLKIT_KEYRING}; "
+        f"curl -fsSL {TOOLKIT_REPO}/stable/deb/nvidia-container-toolkit.list | "
+        f"sed 's#deb https://#deb [signed-by={TOOLKIT_KEYRING}] https://#g' > {TOOLKIT_LIST}; "
+        "apt-get update -q; apt-get install -y -q nvidia-container-toolkit",
+        timeout=1800,
+    )
+
+
+def _restart_docker(host: Host) -> None:
+    if host.run("test -d /run/systemd/system", check=False).ok:
+        host.run("systemctl restart docker.service", timeout=300)
+    else:
+        host.run("pkill -HUP dockerd", check=False)

@@ -1,0 +1,125 @@
+"""The hub host over SSH (fabric/paramiko), with strict host-key checking.
+
+An unknown host key is refused, never added silently: the operator adds it to the known_hosts
+file once (``ssh-keyscan`` or one interactive ``ssh``), as with any other server.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from hubops.errors import HubopsError
+from hubops.hosts import CommandError, Result
+from hubops.settings import SSHSettings
+
+log = logging.getLogger(__name__)
+
+
+class SSHError(HubopsError):
+    """The hub host cannot be reached or refuses us."""
+
+
+class SSHHost:
+    """Runs commands on the hub host over one SSH connection."""
+
+    def __init__(self, settings: SSHSettings, known_hosts: Path, key_file: Path | None) -> None:
+        self.settings = settings
+        self.name = f"ssh://{settings.user}@{settings.host}:{settings.port}"
+        connect_kwargs: dict[str, object] = {"allow_agent": key_file is None}
+        if key_file is not None:
+            connect_kwargs["key_filename"] = str(key_file)
+            connect_kwargs["look_for_keys"] = False
+        self.conn = Connection(
+            host=settings.host,
+            user=settings.user,
+            port=settings.port,
+            connect_timeout=15,
+            connect_kwargs=connect_kwargs,
+        )
+        client = self.conn.client
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._known_hosts = known_hosts
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+
+    def __enter__(self) -> SSHHost:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        s = self.settings
+        try:
+            self.conn.open()
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise SSHError(
+                    f"{self.name}: the host key of {s.host} is not in {self._known_hosts}; "
+                    f"check it, then add it: ssh-keyscan -p {s.port} {s.host} >> "
+                    f"{self._known_hosts} (or set ssh.known_hosts)"
+                ) from None
+            raise SSHError(
+                f"{self.name}: SSH failed: {exc}; check ssh.user and ssh.key_file"
+            ) from None
+        except (TimeoutError, OSError) as exc:
+            raise SSHError(
+                f"{self.name}: cannot connect ({exc}); check ssh.host and ssh.port, and that "
+                "sshd runs there"
+            ) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def run(
+        self, command: str, *, check: bool = True, stdin: str | None = None, timeout: float = 600
+    ) -> Result:
+        try:
+            out = self.conn.run(
+                command,
+                hide=True,
+                warn=True,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                timeout=timeout,
+            )
+        except CommandTimedOut:
+            raise SSHError(
+                f"{self.name}: `{command}` did not finish within {timeout:.0f}s"
+            ) from None
+        result = Result(command, int(out.exited), str(out.stdout), str(out.stderr))
+        if check and not result.ok:
+            raise CommandError(self.name, result)
+        return result
+
+    def stream_in(self, command: str, chunks: Iterable[bytes]) -> Result:
+        """Run ``command`` with the bytes of ``chunks`` on its stdin (large, binary)."""
+        transport = self.conn.client.get_transport()
+        if transport is None:
+            raise SSHError(f"{self.name}: the SSH connection is closed")
+        channel = transport.open_session()
+        channel.exec_command(command)
+        for chunk in chunks:
+            channel.sendall(chunk)
+        channel.shutdown_write()
+        stdout = channel.makefile("rb").read().decode(errors="replace")
+        stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+        code = channel.recv_exit_status()
+        channel.close()
+        result = Result(command, code, stdout, stderr)
+        if not result.ok:
+            raise CommandError(self.name, result)
+        return result

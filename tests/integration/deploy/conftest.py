@@ -1,0 +1,150 @@
+"""Deployments for tests: a scratch environment per test module (unique name, free port,
+host directories in a temp dir), torn down with everything it started."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from hubops import environments, images
+from hubops.deploy import DeployResult, deploy
+from hubops.hosts import Host, LocalHost
+from hubops.plan import Plan
+from hubops.render import render
+from hubops.target import image_fetcher
+from tests.conftest import REPO_ROOT, Checkout
+from tests.support.hub import HubClient
+from tests.support.net import free_port
+
+SHARED_PASSWORD = "shared-pass-for-tests"
+ADMIN_PASSWORD = "admin-pass-for-tests-0123456789abcdef"
+
+
+@dataclass
+class Deployment:
+    """One scratch environment and how to deploy it."""
+
+    checkout: Checkout
+    name: str
+    port: int
+    root: Path
+    client: docker.DockerClient
+    host_factory: Callable[[], Host] = LocalHost
+    secrets: dict[str, SecretStr] = field(
+        default_factory=lambda: {
+            "shared_password": SecretStr(SHARED_PASSWORD),
+            "admin_password": SecretStr(ADMIN_PASSWORD),
+        }
+    )
+    transfer: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> environments.LoadedEnvironment:
+        return environments.load(self.checkout.root, self.name)
+
+    def rendered(self) -> tuple[Plan, str]:
+        out = render(self.checkout.root, self.env, images.revisions(REPO_ROOT))
+        return out.plan, (out.directory / "jupyterhub_config.py").read_text()
+
+    def deploy(
+        self, config_text: str | None = None, plan: Plan | None = None, timeout: float = 90
+    ) -> DeployResult:
+        the_plan, text = self.rendered()
+        env = self.env
+        host = self.host_factory()
+        opener = getattr(host, "open", None)
+        if opener:
+            opener()
+        try:
+            return deploy(
+                host,
+                plan or the_plan,
+                env.settings,
+                config_text or text,
+                self.secrets,
+                image_fetcher(env, self.secrets, self.transfer),
+                health_timeout=timeout,
+            )
+        finally:
+            closer = getattr(host, "close", None)
+            if closer:
+                closer()
+
+    def set(self, key: str, value: object) -> None:
+        """Set one setting (dotted key path) in the environment file."""
+        path = self.checkout.env_file(self.name)
+        data = yaml.safe_load(path.read_text())
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def hub(self) -> HubClient:
+        return HubClient(self.url)
+
+    def containers(self) -> dict[str, docker.models.containers.Container]:
+        found = self.client.containers.list(
+            all=True, filters={"label": f"org.hubops.environment={self.name}"}
+        )
+        return {c.name: c for c in found}
+
+
+def make_deployment(
+    checkout: Checkout, root: Path, client: docker.DockerClient, extra: str = ""
+) -> Deployment:
+    name = f"t{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    checkout.write_env(
+        name,
+        "extends: local.yaml\n"
+        f"public_url: http://127.0.0.1:{port}\n"
+        f"hub:\n  bind_address: 127.0.0.1\n  port: {port}\n"
+        f"paths:\n  config_dir: {root}/etc\n  data_dir: {root}/srv\n"
+        f"  user_data_dir: {root}/users\n"
+        "culling:\n  enabled: false\n" + extra,
+    )
+    return Deployment(checkout=checkout, name=name, port=port, root=root, client=client)
+
+
+def tear_down(d: Deployment) -> None:
+    for container in d.containers().values():
+        container.remove(force=True)
+    for network in d.client.networks.list(names=[f"hubops-{d.name}"]):
+        if network.name == f"hubops-{d.name}":
+            network.remove()
+    shutil.rmtree(d.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
+    (root / "config" / "secrets").mkdir()
+    return Checkout(root)
+
+
+@pytest.fixture(scope="module")
+def local_deployment(
+    module_checkout: Checkout,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    built: dict[str, object],
+) -> Iterator[Deployment]:
+    """A scratch `local`-like environment on this machine's engine (deployed by the tests)."""
+    d = make_deployment(module_checkout, tmp_path_factory.mktemp("deploy"), docker_client)
+    yield d
+    tear_down(d)

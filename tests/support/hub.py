@@ -1,0 +1,106 @@
+"""A JupyterHub client for tests: logs in through the hub's own login form, starts servers
+through the REST API, and reaches a user's JupyterLab through the proxy, as a browser would."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from tests.support.wait import wait_for
+
+
+@dataclass
+class HubClient:
+    base_url: str  # the public URL, e.g. http://127.0.0.1:8123
+    verify: bool | str = True
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
+    def _cookie(self, name: str, path_prefix: str) -> str | None:
+        for cookie in self.session.cookies:
+            if cookie.name == name and (cookie.path or "/").startswith(path_prefix):
+                return cookie.value
+        return None
+
+    def _xsrf(self) -> str:
+        """The hub's XSRF token (the hub's _xsrf cookie, not a user server's)."""
+        token = self._cookie("_xsrf", "/hub")
+        if not token:
+            self.session.get(self.url("/hub/login"), verify=self.verify, timeout=10)
+            token = self._cookie("_xsrf", "/hub")
+        return token or ""
+
+    def login(self, username: str, password: str) -> requests.Response:
+        """POST the hub's login form (shared-password or any form authenticator)."""
+        xsrf = self._xsrf()
+        return self.session.post(
+            self.url("/hub/login"),
+            data={"username": username, "password": password, "_xsrf": xsrf},
+            verify=self.verify,
+            timeout=20,
+            allow_redirects=True,
+        )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"X-XSRFToken": self._xsrf(), **kwargs.pop("headers", {})}
+        return self.session.request(
+            method,
+            self.url(f"/hub/api/{path.lstrip('/')}"),
+            headers=headers,
+            verify=self.verify,
+            timeout=kwargs.pop("timeout", 30),
+            **kwargs,
+        )
+
+    def start_server(self, username: str, timeout: float = 120, **options: Any) -> float:
+        """Start the user's server and wait until JupyterLab answers; returns the seconds."""
+        start = time.monotonic()
+        response = self.api("POST", f"users/{username}/server", json=options or None)
+        assert response.status_code in (201, 202), (
+            f"starting {username}'s server: {response.status_code} {response.text[:300]}"
+        )
+        wait_for(lambda: self.server_ready(username), timeout, f"{username}'s server to be ready")
+        wait_for(lambda: self.lab_status(username) == 200, 60, f"{username}'s JupyterLab")
+        return time.monotonic() - start
+
+    def server_ready(self, username: str) -> bool:
+        user = self.api("GET", f"users/{username}").json()
+        server = (user.get("servers") or {}).get("")
+        return bool(server and server.get("ready"))
+
+    def stop_server(self, username: str, timeout: float = 60) -> None:
+        response = self.api("DELETE", f"users/{username}/server")
+        assert response.status_code in (202, 204), response.text[:300]
+        wait_for(
+            lambda: not (self.api("GET", f"users/{username}").json().get("servers")),
+            timeout,
+            f"{username}'s server to stop",
+        )
+
+    def lab_status(self, username: str) -> int:
+        """Open the user's JupyterLab through the proxy, as a browser does (the OAuth hop to
+        the hub included), then ask its API for its status; returns the API's status code."""
+        page = self.session.get(self.url(f"/user/{username}/lab"), verify=self.verify, timeout=15)
+        if page.status_code != 200:
+            return page.status_code
+        response = self.session.get(
+            self.url(f"/user/{username}/api/status"), verify=self.verify, timeout=15
+        )
+        return response.status_code
+
+    def contents(self, username: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The Jupyter contents API of the user's server."""
+        xsrf = self._cookie("_xsrf", f"/user/{username}") or self._xsrf()
+        return self.session.request(
+            method,
+            self.url(f"/user/{username}/api/contents/{path.lstrip('/')}"),
+            headers={"X-XSRFToken": str(xsrf)},
+            verify=self.verify,
+            timeout=30,
+            **kwargs,
+        )

@@ -1,0 +1,164 @@
+"""A "lab host" on loopback: Debian's sshd with a throwaway key, whose sessions talk to a
+second Docker engine of their own (its own data root, socket and bridge), so that a deploy
+over SSH really has to bring its images there.
+
+The second engine can play a GPU host (``gpu_hook_dir``): see tests/gpusim/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from tests.support.apt import ensure_commands
+from tests.support.net import free_port
+from tests.support.wait import wait_for
+
+
+@dataclass(frozen=True)
+class LabHost:
+    ssh_port: int
+    key_file: Path
+    known_hosts: Path
+    docker_host: str
+    client: docker.DockerClient
+    root: Path
+
+    def env_yaml(self) -> str:
+        """The `ssh:` section of an environment that deploys to this host."""
+        return (
+            "ssh:\n  host: 127.0.0.1\n"
+            f"  port: {self.ssh_port}\n  user: root\n"
+            f"  key_file: {self.key_file}\n  known_hosts: {self.known_hosts}\n"
+        )
+
+
+@contextmanager
+def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[str]:
+    """A second dockerd: own data root, exec root, socket and bridge; never docker0.
+
+    ``path_prefix`` goes first on its PATH (e.g. a fake nvidia-container-runtime-hook).
+    Yields its DOCKER_HOST.
+    """
+    tag = uuid.uuid4().hex[:6]
+    run = Path(f"/run/hubops-t-{tag}")  # short: unix socket paths are limited to 108 bytes
+    run.mkdir(parents=True)
+    bridge = f"hubops-t{tag}"
+    subnet = f"172.31.{int(tag[:2], 16) % 200 + 20}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+    sock = run / "docker.sock"
+    env = {**os.environ}
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    log = (root / "dockerd.log").open("w")
+    proc = subprocess.Popen(
+        [
+            "dockerd",
+            f"--data-root={root / 'docker'}",
+            f"--exec-root={run / 'exec'}",
+            f"--pidfile={run / 'dockerd.pid'}",
+            f"--host=unix://{sock}",
+            f"--bridge={bridge}",
+            "--iptables=false",
+            "--ip-masq=false",
+        ],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
+    docker_host = f"unix://{sock}"
+    try:
+        wait_for(
+            lambda: docker.DockerClient(base_url=docker_host).ping(),
+            60,
+            f"the second dockerd (log: {root / 'dockerd.log'})",
+        )
+        yield docker_host
+    finally:
+        client = docker.DockerClient(base_url=docker_host)
+        try:
+            for container in client.containers.list(all=True):
+                container.remove(force=True)
+        except docker.errors.DockerException:
+            pass
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        subprocess.run(["ip", "link", "delete", bridge], check=False)
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(root / "docker", ignore_errors=True)
+
+
+@contextmanager
+def sshd(root: Path, set_env: dict[str, str]) -> Iterator[tuple[int, Path, Path]]:
+    """Debian's sshd on 127.0.0.1 with key auth for root; yields (port, key, known_hosts)."""
+    ensure_commands({"sshd": "openssh-server", "ssh-keygen": "openssh-client"})
+    root.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key, user_key = root / "host_key", root / "user_key"
+    for key in (host_key, user_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (root / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
+    port = free_port()
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {Path(f'{host_key}.pub').read_text()}")
+    env_lines = " ".join(f"{k}={v}" for k, v in set_env.items())
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        + (f"SetEnv {env_lines}\n" if env_lines else "")
+    )
+    log = (root / "sshd.log").open("w")
+    proc = subprocess.Popen(
+        [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(root / "sshd_config")],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        wait_for(lambda: _listening(port), 30, f"sshd on port {port}")
+        yield port, user_key, known_hosts
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
+    """sshd + a second engine that its sessions use (DOCKER_HOST)."""
+    with ExitStack() as stack:
+        docker_host = stack.enter_context(second_engine(root, path_prefix))
+        port, key, known = stack.enter_context(sshd(root / "ssh", {"DOCKER_HOST": docker_host}))
+        client = docker.DockerClient(base_url=docker_host)
+        stack.callback(client.close)
+        yield LabHost(
+            ssh_port=port,
+            key_file=key,
+            known_hosts=known,
+            docker_host=docker_host,
+            client=client,
+            root=root,
+        )
