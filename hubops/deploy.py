@@ -92,15 +92,31 @@ class DeployResult:
     hub_unavailable_s: float = 0.0
 
 
+def take_snapshot(host: Host, plan: Plan, settings: Environment) -> dockerhost.Snapshot:
+    """Everything a deploy compares, read from the host in one command."""
+    return dockerhost.snapshot(
+        host,
+        read=[_config_path(settings)],
+        images=list(dict.fromkeys([*plan.images, *(c.image for c in plan.containers)])),
+        containers=[c.name for c in plan.containers],
+        sums=[
+            *(quote(p) for p in plan.generated_secrets.values()),
+            f"{quote(_secrets_dir(settings))}/*",
+        ],
+    )
+
+
 def find_changes(
     host: Host,
     plan: Plan,
     settings: Environment,
     config_text: str,
     secrets: dict[str, SecretStr],
+    snap: dockerhost.Snapshot | None = None,
 ) -> Changes:
-    config_path = f"{settings.paths.config_dir}/{CONFIG_FILE}"
-    current_config = _read(host, config_path)
+    snap = snap or take_snapshot(host, plan, settings)
+    config_path = _config_path(settings)
+    current_config = snap.files[config_path]
     diff = "".join(
         difflib.unified_diff(
             (current_config or "").splitlines(keepends=True),
@@ -109,12 +125,12 @@ def find_changes(
             tofile=f"build/{plan.environment}/{CONFIG_FILE}",
         )
     )
-    missing = [ref for ref in plan.images if dockerhost.image_id(host, ref) is None]
-    secrets_changed = _secrets_differ(host, settings, secrets)
+    missing = [ref for ref in plan.images if snap.image_id(ref) is None]
+    secrets_changed = _secrets_differ(snap, settings, secrets)
     containers: dict[str, str] = {}
     for role in ROLES:
         spec = _spec(plan, role)
-        have = dockerhost.inspect(host, "container", spec.name)
+        have = snap.containers.get(spec.name)
         if have is None:
             containers[role] = "start (none running)"
         elif spec.image in missing:
@@ -122,7 +138,7 @@ def find_changes(
         elif role == "hub" and (diff or secrets_changed):
             containers[role] = "replace (config or secrets changed)"
         elif dockerhost.labels(have).get(LABEL_HASH) != _spec_hash(
-            host, spec, _hub_inputs(host, plan, config_text) if role == "hub" else {}
+            snap, spec, _hub_inputs(snap, config_text) if role == "hub" else {}
         ):
             containers[role] = "replace (spec or image changed)"
         elif not dockerhost.is_running(have):
@@ -144,7 +160,8 @@ def deploy(
 ) -> DeployResult:
     """Make the host run ``plan`` with ``config_text``; roll back if the new hub fails."""
     start = time.monotonic()
-    changes = find_changes(host, plan, settings, config_text, secrets)
+    snap = take_snapshot(host, plan, settings)
+    changes = find_changes(host, plan, settings, config_text, secrets, snap)
     result = DeployResult(plan.environment, plan.public_url, changes)
     if changes.nothing:
         _wait_healthy(host, plan, settings, timeout=health_timeout)
@@ -152,16 +169,16 @@ def deploy(
         return result
 
     paths = settings.paths
-    config_path = f"{paths.config_dir}/{CONFIG_FILE}"
+    config_path = _config_path(settings)
     hub = _spec(plan, "hub")
-    old_hub = dockerhost.inspect(host, "container", hub.name)
+    old_hub = snap.containers.get(hub.name)
     _make_dirs(host, plan)
     if host.run(f"test -s {quote(f'{paths.data_dir}/{DB_FILE}')}", check=False).ok:
         progress("backing up the DB, cookie secret and config")
         result.backup = backup(host, settings, _image_of(old_hub) or hub.image, hub.name)
         prune_backups(host, settings, keep_backups)
         result.done.append(f"backup {result.backup}")
-    old_config = _read(host, config_path)
+    old_config = snap.files[config_path]
     if changes.secrets_changed:
         _write_secrets(host, settings, secrets)
         result.done.append("secrets written")
@@ -195,18 +212,19 @@ def deploy(
             else:
                 write_atomic(host, config_path, old_config, mode="0644")
 
+    snap = take_snapshot(host, plan, settings)  # images and secret files as they are now
     try:
         if "proxy" in changes.containers:
             proxy = _spec(plan, "proxy")
             progress(f"starting {proxy.name}")
-            _recreate(host, proxy, {LABEL_HASH: _spec_hash(host, proxy, {})})
+            _recreate(host, proxy, {LABEL_HASH: _spec_hash(snap, proxy, {})})
             result.done.append(f"proxy {proxy.name}")
     except HubopsError:
         restore_config()
         raise
     if "hub" in changes.containers or "proxy" in changes.containers:
         progress(f"starting {hub.name}")
-        want = _spec_hash(host, hub, _hub_inputs(host, plan, config_text))
+        want = _spec_hash(snap, hub, _hub_inputs(snap, config_text))
         result.hub_unavailable_s = _replace_hub(
             host, plan, settings, want, old_hub, health_timeout, progress, restore_config
         )
@@ -222,21 +240,26 @@ def _spec(plan: Plan, role: str) -> ContainerSpec:
     return next(c for c in plan.containers if c.role == role)
 
 
-def _spec_hash(host: Host, spec: ContainerSpec, inputs: dict[str, str]) -> str:
-    image = dockerhost.image_id(host, spec.image) or spec.image
+def _spec_hash(snap: dockerhost.Snapshot, spec: ContainerSpec, inputs: dict[str, str]) -> str:
+    image = snap.image_id(spec.image) or spec.image
     payload = json.dumps({"spec": spec.model_dump(), "image": image, **inputs}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _hub_inputs(host: Host, plan: Plan, config_text: str) -> dict[str, str]:
+def _hub_inputs(snap: dockerhost.Snapshot, config_text: str) -> dict[str, str]:
     """What the hub reads at start-up besides its spec: the config and the secret files."""
-    secrets_dir = next(d.path for d in plan.host_dirs if d.path.endswith("/secrets"))
-    files = [*plan.generated_secrets.values(), f"{secrets_dir}/*"]
-    sums = host.run(f"sha256sum {' '.join(files)} 2>/dev/null", check=False).stdout
     return {
         "config": hashlib.sha256(config_text.encode()).hexdigest(),
-        "secrets": hashlib.sha256(sums.encode()).hexdigest(),
+        "secrets": hashlib.sha256(snap.sums.encode()).hexdigest(),
     }
+
+
+def _config_path(settings: Environment) -> str:
+    return f"{settings.paths.config_dir}/{CONFIG_FILE}"
+
+
+def _secrets_dir(settings: Environment) -> str:
+    return f"{settings.paths.data_dir}/secrets"
 
 
 def _image_of(container: dict[str, Any] | None) -> str | None:
@@ -355,40 +378,28 @@ def _wait_healthy(host: Host, plan: Plan, settings: Environment, timeout: float)
     """/hub/health answers on the hub itself and through the proxy (checked from the hub)."""
     hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
     scheme = "https" if settings.tls.enabled else "http"
-    prefix = "/" + settings.public_url.split("://", 1)[1].partition("/")[2]
-    prefix = prefix.rstrip("/")
+    prefix = ("/" + settings.public_url.split("://", 1)[1].partition("/")[2]).rstrip("/")
     urls = [
         f"http://127.0.0.1:{HUB_PORT}{prefix}/hub/health",
         f"{scheme}://{proxy.name}:{PROXY_PORT}{prefix}/hub/health",
     ]
     deadline = time.monotonic() + timeout
     while True:
-        left = deadline - time.monotonic()
+        # short rounds: a hub that crashes is noticed between them
+        left = min(max(deadline - time.monotonic(), 1.0), 5.0)
+        result = host.run(
+            quote("docker", "exec", hub.name, "python3", "-c", HEALTH_SCRIPT, f"{left:.0f}", *urls),
+            check=False,
+            timeout=left + 30,
+        )
+        if result.ok:
+            return
         state = dockerhost.inspect(host, "container", hub.name)
         status = ((state or {}).get("State") or {}).get("Status")
-        if status in ("exited", "dead"):
-            raise HubopsError(f"{hub.name} exited")
-        if status == "running":
-            result = host.run(
-                quote(
-                    "docker",
-                    "exec",
-                    hub.name,
-                    "python3",
-                    "-c",
-                    HEALTH_SCRIPT,
-                    f"{max(left, 1):.0f}",
-                    *urls,
-                ),
-                check=False,
-                timeout=left + 30,
-            )
-            if result.ok:
-                return
-            if time.monotonic() >= deadline:
-                raise HubopsError(f"not healthy: {(result.stderr or result.stdout).strip()[-300:]}")
-        elif left <= 0:
-            raise HubopsError(f"{hub.name} did not start within {timeout:.0f}s")
+        if status in ("exited", "dead", None):
+            raise HubopsError(f"{hub.name} is {status or 'gone'}")
+        if time.monotonic() >= deadline:
+            raise HubopsError(f"not healthy: {(result.stderr or result.stdout).strip()[-300:]}")
         time.sleep(0.3)
 
 
@@ -400,11 +411,6 @@ def _make_dirs(host: Host, plan: Plan) -> None:
         host.run(
             quote("install", "-d", "-m", f"{d.mode:o}", "-o", str(d.uid), "-g", str(d.gid), d.path)
         )
-
-
-def _read(host: Host, path: str) -> str | None:
-    result = host.run(f"cat {quote(path)}", check=False)
-    return result.stdout if result.ok else None
 
 
 def write_atomic(host: Host, path: str, text: str, mode: str, group: int = 0) -> None:
@@ -429,21 +435,18 @@ def _hub_secrets(secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
     return {k: v for k, v in secrets.items() if k != REGISTRY_PASSWORD.name}
 
 
-def _secrets_differ(host: Host, settings: Environment, secrets: dict[str, SecretStr]) -> bool:
+def _secrets_differ(
+    snap: dockerhost.Snapshot, settings: Environment, secrets: dict[str, SecretStr]
+) -> bool:
     """Whether the hub's secret files on the host differ from ``secrets`` (by hash only)."""
-    wanted = _hub_secrets(secrets)
-    if not wanted:
-        return False
-    paths = " ".join(quote(_secret_path(settings, name)) for name in sorted(wanted))
-    sums = host.run(f"sha256sum {paths}", check=False).stdout
-    have = {
-        line.split()[1].rsplit("/", 1)[1]: line.split()[0]
-        for line in sums.splitlines()
-        if line.strip()
-    }
+    have = {}
+    for line in snap.sums.splitlines():
+        digest, _, path = line.partition("  ")
+        have[path.strip()] = digest
     return any(
-        have.get(name) != hashlib.sha256(value.get_secret_value().encode()).hexdigest()
-        for name, value in wanted.items()
+        have.get(_secret_path(settings, name))
+        != hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+        for name, value in _hub_secrets(secrets).items()
     )
 
 

@@ -6,7 +6,9 @@ The same functions serve this machine (``LocalHost``) and a lab server over SSH
 
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from hubops.hosts import Host, quote
@@ -67,3 +69,74 @@ def logs(host: Host, name: str, lines: int = 40) -> str:
 
 def remove(host: Host, name: str) -> None:
     host.run(f"docker rm -f {quote(name)}", check=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Files, images, containers and checksums of a host, read in one round trip."""
+
+    files: dict[str, str | None]  # path -> text, None when missing
+    images: dict[str, dict[str, Any]]  # ref -> image inspect (present ones only)
+    containers: dict[str, dict[str, Any]]  # name -> container inspect (present ones only)
+    sums: str  # sha256sum output of the requested paths (missing ones left out)
+
+    def image_id(self, ref: str) -> str | None:
+        found = self.images.get(ref)
+        return str(found["Id"]) if found else None
+
+
+_MARK = "=== hubops snapshot"
+
+
+def snapshot(
+    host: Host,
+    read: list[str],
+    images: list[str],
+    containers: list[str],
+    sums: list[str],
+) -> Snapshot:
+    """One command on the host instead of one per question (a no-op deploy stays fast)."""
+    parts = [f"echo '{_MARK} files'"]
+    for path in read:
+        p = quote(path)
+        parts.append(f"if [ -f {p} ]; then echo \"F $(base64 -w0 < {p})\"; else echo 'F -'; fi")
+    parts.append(f"echo '{_MARK} images'")
+    if images:
+        parts.append(f"docker image inspect {quote(*images)} 2>/dev/null")
+    parts.append(f"echo '{_MARK} containers'")
+    if containers:
+        parts.append(f"docker container inspect {quote(*containers)} 2>/dev/null")
+    parts.append(f"echo '{_MARK} sums'")
+    if sums:
+        parts.append(f"sha256sum {' '.join(sums)} 2>/dev/null")
+    out = host.run("; ".join(parts) + "; true", timeout=120).stdout
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in out.splitlines():
+        if line.startswith(_MARK):
+            current = line.removeprefix(_MARK).strip()
+            sections[current] = []
+        elif current:
+            sections[current].append(line)
+    texts = [line[2:] for line in sections.get("files", []) if line.startswith("F ")]
+    files = {
+        path: (None if encoded == "-" else base64.b64decode(encoded).decode())
+        for path, encoded in zip(read, texts, strict=True)
+    }
+    found_images = _json_list(sections.get("images", []))
+    by_ref: dict[str, dict[str, Any]] = {}
+    for ref in images:
+        for image in found_images:
+            if ref in (image.get("RepoTags") or []) or ref in (image.get("RepoDigests") or []):
+                by_ref[ref] = image
+    found = _json_list(sections.get("containers", []))
+    by_name = {str(c.get("Name", "")).lstrip("/"): c for c in found}
+    return Snapshot(files, by_ref, by_name, "\n".join(sections.get("sums", [])))
+
+
+def _json_list(lines: list[str]) -> list[dict[str, Any]]:
+    text = "\n".join(lines).strip()
+    if not text:
+        return []
+    # several arrays when docker printed one per name: join them
+    return [item for chunk in json.loads("[" + text.replace("]\n[", "],[") + "]") for item in chunk]

@@ -25,9 +25,26 @@ def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+def _run(*cmd: str | Path, env: dict[str, str] | None = None, quiet: bool = False) -> None:
+    """Run a step; a quiet step's output goes to build/quickstart.log, shown if it fails."""
     _say(" ".join(str(c) for c in cmd))
-    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True, env=env)
+    if not quiet:
+        subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True, env=env)
+        return
+    log = ROOT / "build" / "quickstart.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("a") as f:
+        proc = subprocess.run(
+            [str(c) for c in cmd],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if proc.returncode != 0:
+        print(log.read_text()[-4000:], file=sys.stderr)
+        raise subprocess.CalledProcessError(proc.returncode, [str(c) for c in cmd])
 
 
 def _can_make_venvs() -> bool:
@@ -58,22 +75,22 @@ def ensure_venv(extras: str) -> Path:
             minor = f"{sys.version_info.major}.{sys.version_info.minor}"
             _apt_install(f"python{minor}-venv")
         _run(sys.executable, "-m", "venv", VENV)
-    _run(python, "-m", "pip", "install", "-q", "--upgrade", "pip")
-    _run(python, "-m", "pip", "install", "-q", "-e", f".[{extras}]" if extras else ".")
+    _run(python, "-m", "pip", "install", "--upgrade", "pip", quiet=True)
+    _run(python, "-m", "pip", "install", "-e", f".[{extras}]" if extras else ".", quiet=True)
     return VENV / "bin"
 
 
 def up() -> None:
-    """Command 1: install the tooling, then check and render the `local` environment."""
+    """Command 1: install the tooling, then bring up the `local` environment on this machine
+    (Docker engine, passwords, images, deploy)."""
     bin_dir = ensure_venv("")
-    _run(bin_dir / "invoke", "check", "render", "--env", "local")
-    _say("local environment checked and rendered into build/local/")
+    _run(bin_dir / "invoke", "up", "--env", "local")
 
 
 def test(nox_args: list[str]) -> None:
     """Command 2: install what the tests need and run every default nox session."""
     bin_dir = ensure_venv("")
-    _run(bin_dir / "python", "-m", "pip", "install", "-q", "nox")
+    _run(bin_dir / "python", "-m", "pip", "install", "nox", quiet=True)
     _run(bin_dir / "nox", *nox_args)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,6 @@ from hubops.hosts import CommandError, Host, LocalHost, quote
 from hubops.secrets import REGISTRY_PASSWORD
 from hubops.settings import resolve_repo_path
 from hubops.ssh import SSHHost
-
-CHUNK = 1 << 20
 
 
 @contextmanager
@@ -84,17 +81,7 @@ def transfer_images(host: Host, refs: list[str]) -> None:
     """docker save here | docker load there, for sites without a registry."""
     if not isinstance(host, SSHHost):
         raise HubopsError("--transfer copies images over SSH; this environment has no ssh host")
-    proc = subprocess.Popen(
-        ["docker", "save", *refs], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out = proc.stdout
-    assert out is not None
-    try:
-        host.stream_in("docker load --quiet", iter(lambda: out.read(CHUNK), b""))
-    finally:
-        _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise HubopsError(f"docker save {' '.join(refs)} failed here: {err.decode().strip()}")
+    host.pipe_in("docker load --quiet", ["docker", "save", *refs])
     missing = [ref for ref in refs if dockerhost.image_id(host, ref) is None]
     if missing:
         raise HubopsError(f"{host.name}: after docker load, still missing: {', '.join(missing)}")

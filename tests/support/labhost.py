@@ -22,6 +22,8 @@ from tests.support.apt import ensure_commands
 from tests.support.net import free_port
 from tests.support.wait import wait_for
 
+POOL = "172.30.0.0/16"  # the second engine's networks
+
 
 @dataclass(frozen=True)
 class LabHost:
@@ -49,58 +51,79 @@ def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[str]:
     Yields its DOCKER_HOST.
     """
     tag = uuid.uuid4().hex[:6]
+    root.mkdir(parents=True, exist_ok=True)
     run = Path(f"/run/hubops-t-{tag}")  # short: unix socket paths are limited to 108 bytes
-    run.mkdir(parents=True)
     bridge = f"hubops-t{tag}"
     subnet = f"172.31.{int(tag[:2], 16) % 200 + 20}"
-    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
-    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     sock = run / "docker.sock"
     env = {**os.environ}
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env['PATH']}"
-    log = (root / "dockerd.log").open("w")
-    proc = subprocess.Popen(
-        [
-            "dockerd",
-            f"--data-root={root / 'docker'}",
-            f"--exec-root={run / 'exec'}",
-            f"--pidfile={run / 'dockerd.pid'}",
-            f"--host=unix://{sock}",
-            f"--bridge={bridge}",
-            "--iptables=false",
-            "--ip-masq=false",
-        ],
-        stdout=log,
-        stderr=log,
-        env=env,
-    )
-    docker_host = f"unix://{sock}"
-    try:
+    with ExitStack() as cleanup:
+        run.mkdir(parents=True)
+        cleanup.callback(shutil.rmtree, run, ignore_errors=True)
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        cleanup.callback(subprocess.run, ["ip", "link", "delete", bridge], check=False)
+        subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        # This engine leaves iptables alone (two engines must not both manage it). The first
+        # engine's FORWARD policy drops bridged traffic it does not know, so let this engine's
+        # containers talk to each other, and to nothing else.
+        rule = ["-s", POOL, "-d", POOL, "-j", "ACCEPT"]
+        chain = "DOCKER-USER" if _has_chain("DOCKER-USER") else "FORWARD"
+        subprocess.run(["iptables", "-I", chain, *rule], check=True)
+        cleanup.callback(subprocess.run, ["iptables", "-D", chain, *rule], check=False)
+        log = cleanup.enter_context((root / "dockerd.log").open("w"))
+        proc = subprocess.Popen(
+            [
+                "dockerd",
+                f"--data-root={root / 'docker'}",
+                f"--exec-root={run / 'exec'}",
+                f"--pidfile={run / 'dockerd.pid'}",
+                f"--host=unix://{sock}",
+                f"--bridge={bridge}",
+                "--iptables=false",
+                "--ip-masq=false",
+                f"--default-address-pool=base={POOL},size=24",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        cleanup.callback(shutil.rmtree, root / "docker", ignore_errors=True)
+        cleanup.callback(_stop, proc)
+        docker_host = f"unix://{sock}"
+        cleanup.callback(_remove_containers, docker_host)
         wait_for(
             lambda: docker.DockerClient(base_url=docker_host).ping(),
             60,
             f"the second dockerd (log: {root / 'dockerd.log'})",
         )
         yield docker_host
+
+
+def _has_chain(name: str) -> bool:
+    return subprocess.run(["iptables", "-n", "-L", name], capture_output=True).returncode == 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _remove_containers(docker_host: str) -> None:
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        for container in client.containers.list(all=True):
+            container.remove(force=True)
+    except docker.errors.DockerException:
+        pass
     finally:
-        client = docker.DockerClient(base_url=docker_host)
-        try:
-            for container in client.containers.list(all=True):
-                container.remove(force=True)
-        except docker.errors.DockerException:
-            pass
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        subprocess.run(["ip", "link", "delete", bridge], check=False)
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.rmtree(root / "docker", ignore_errors=True)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +16,9 @@ from pydantic import SecretStr
 
 from hubops import environments, images
 from hubops.deploy import DeployResult, deploy
-from hubops.hosts import Host, LocalHost
 from hubops.plan import Plan
 from hubops.render import render
-from hubops.target import image_fetcher
+from hubops.target import image_fetcher, open_host
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.hub import HubClient
 from tests.support.net import free_port
@@ -37,7 +36,6 @@ class Deployment:
     port: int
     root: Path
     client: docker.DockerClient
-    host_factory: Callable[[], Host] = LocalHost
     secrets: dict[str, SecretStr] = field(
         default_factory=lambda: {
             "shared_password": SecretStr(SHARED_PASSWORD),
@@ -63,11 +61,7 @@ class Deployment:
     ) -> DeployResult:
         the_plan, text = self.rendered()
         env = self.env
-        host = self.host_factory()
-        opener = getattr(host, "open", None)
-        if opener:
-            opener()
-        try:
+        with open_host(self.checkout.root, env) as host:
             return deploy(
                 host,
                 plan or the_plan,
@@ -77,10 +71,6 @@ class Deployment:
                 image_fetcher(env, self.secrets, self.transfer),
                 health_timeout=timeout,
             )
-        finally:
-            closer = getattr(host, "close", None)
-            if closer:
-                closer()
 
     def set(self, key: str, value: object) -> None:
         """Set one setting (dotted key path) in the environment file."""

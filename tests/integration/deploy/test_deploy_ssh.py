@@ -1,0 +1,105 @@
+"""Deploys over SSH to a "lab host" on loopback: Debian's sshd with a throwaway key, in front of
+a second Docker engine that starts without any hubops image, so --transfer must bring them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from hubops.doctor import run_checks
+from hubops.ssh import SSHError, SSHHost
+from hubops.target import open_host
+from tests.conftest import Checkout
+from tests.integration.deploy.conftest import (
+    SHARED_PASSWORD,
+    Deployment,
+    make_deployment,
+    tear_down,
+)
+from tests.support.labhost import LabHost, lab_host
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, docker_client: object) -> Iterator[LabHost]:
+    with lab_host(tmp_path_factory.mktemp("labhost")) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def ssh_deployment(
+    module_checkout: Checkout,
+    tmp_path_factory: pytest.TempPathFactory,
+    lab: LabHost,
+    built: dict[str, object],
+) -> Iterator[Deployment]:
+    socket = lab.docker_host.removeprefix("unix://")
+    d = make_deployment(
+        module_checkout,
+        tmp_path_factory.mktemp("sshdeploy"),
+        lab.client,
+        extra=lab.env_yaml(),
+    )
+    d.set("paths.docker_socket", socket)
+    d.transfer = True
+    yield d
+    tear_down(d)
+
+
+def test_deploy_over_ssh_transfers_the_images_and_serves(ssh_deployment: Deployment) -> None:
+    d = ssh_deployment
+    assert not d.client.images.list(name="hubops/hub"), "the lab host starts without images"
+    result = d.deploy()
+    print(f"first deploy over SSH with --transfer: {result.seconds:.1f}s")
+    fetched = [x for x in result.done if x.startswith("fetched ")]
+    assert len(fetched) == 3, f"proxy, hub and singleuser images transferred: {fetched}"
+    assert requests.get(f"{d.url}/hub/health", timeout=5).status_code == 200
+    names = set(d.containers())
+    assert f"hubops-{d.name}-hub" in names, f"the hub runs on the lab host's engine: {names}"
+
+
+def test_noop_redeploy_over_ssh_is_fast(ssh_deployment: Deployment) -> None:
+    d = ssh_deployment
+    start = time.monotonic()
+    result = d.deploy()
+    seconds = time.monotonic() - start
+    print(f"no-op deploy over SSH: {seconds:.2f}s")
+    assert result.done == [], f"nothing to do, but it did: {result.done}"
+
+
+def test_the_remote_hub_spawns_on_the_remote_engine(ssh_deployment: Deployment) -> None:
+    d = ssh_deployment
+    client = d.hub()
+    assert client.login("bob", SHARED_PASSWORD).status_code == 200
+    seconds = client.start_server("bob")
+    print(f"bob's server on the lab host ready in {seconds:.1f}s")
+    assert f"hubops-{d.name}-user-bob" in d.containers()
+    home = d.root / "users" / "jupyterhub-user-bob"
+    assert (home.stat().st_uid, home.stat().st_gid) == (1000, 100)
+
+
+def test_doctor_on_a_healthy_lab_host(ssh_deployment: Deployment) -> None:
+    d = ssh_deployment
+    plan, _ = d.rendered()
+    with open_host(d.checkout.root, d.env) as host:
+        checks = {c.name: c for c in run_checks(host, d.env.settings, plan)}
+    failed = {n: c.detail for n, c in checks.items() if c.status == "fail"}
+    assert failed == {}, f"a healthy host fails: {failed}"
+    assert checks["ssh"].status == "ok"
+    assert checks["docker"].status == "ok"
+    assert checks[f"port {d.port}"].detail.endswith("served by the hub's proxy")
+    assert checks["nvidia driver"].status == "skip", "no GPU here and gpu.policy is none"
+    assert checks["clock"].status == "ok"
+
+
+def test_an_unknown_host_key_is_refused(
+    ssh_deployment: Deployment, lab: LabHost, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    empty = tmp_path_factory.mktemp("known") / "known_hosts"
+    empty.write_text("")
+    settings = d_settings = ssh_deployment.env.settings.ssh
+    assert d_settings is not None
+    with pytest.raises(SSHError, match=r"host key of 127\.0\.0\.1 is not in .*ssh-keyscan"):
+        SSHHost(settings, empty, lab.key_file).open()

@@ -1,0 +1,125 @@
+"""doctor finds planted problems and says how to fix them; host.prepare is idempotent."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import docker
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hubops.doctor import Check, run_checks
+from hubops.hosts import LocalHost
+from hubops.prepare import prepare
+from tests.conftest import Checkout
+from tests.integration.deploy.conftest import Deployment, make_deployment, tear_down
+
+
+def write_cert(directory: Path, not_after: datetime) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, valid until ``not_after``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - timedelta(days=90))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def checks_of(d: Deployment) -> dict[str, Check]:
+    plan, _ = d.rendered()
+    return {c.name: c for c in run_checks(LocalHost(), d.env.settings, plan)}
+
+
+@pytest.fixture
+def undeployed(
+    module_checkout: Checkout, tmp_path: Path, docker_client: docker.DockerClient
+) -> Iterator[Deployment]:
+    d = make_deployment(module_checkout, tmp_path / "d", docker_client)
+    yield d
+    tear_down(d)
+
+
+def test_doctor_reports_a_taken_port_and_an_expired_certificate(
+    undeployed: Deployment, tmp_path: Path
+) -> None:
+    d = undeployed
+    cert, key = write_cert(tmp_path, datetime.now(timezone.utc) - timedelta(days=1))
+    d.set("public_url", f"https://127.0.0.1:{d.port}")
+    d.set("tls", {"enabled": True, "cert": str(cert), "key": str(key)})
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", d.port))
+        squatter.listen()
+        checks = checks_of(d)
+    port = checks[f"port {d.port}"]
+    assert port.status == "fail", port
+    assert "is taken" in port.detail, port.detail
+    assert "python" in port.detail, "the owner of the port is named"
+    assert "change hub.port" in port.fix
+    tls = checks["tls"]
+    assert tls.status == "fail", tls
+    assert "expired on" in tls.detail
+    assert tls.fix == "renew it"
+
+
+def test_doctor_accepts_a_valid_certificate_and_a_free_port(
+    undeployed: Deployment, tmp_path: Path
+) -> None:
+    d = undeployed
+    cert, key = write_cert(tmp_path, datetime.now(timezone.utc) + timedelta(days=60))
+    d.set("public_url", f"https://127.0.0.1:{d.port}")
+    d.set("tls", {"enabled": True, "cert": str(cert), "key": str(key)})
+    checks = checks_of(d)
+    assert checks[f"port {d.port}"].status == "ok"
+    assert checks["tls"].status == "ok", checks["tls"]
+    assert "key matches" in checks["tls"].detail
+
+
+def test_doctor_reports_a_key_that_does_not_match(undeployed: Deployment, tmp_path: Path) -> None:
+    d = undeployed
+    later = datetime.now(timezone.utc) + timedelta(days=60)
+    cert, _ = write_cert(tmp_path, later)
+    (tmp_path / "other").mkdir()
+    _, other_key = write_cert(tmp_path / "other", later)
+    d.set("public_url", f"https://127.0.0.1:{d.port}")
+    d.set("tls", {"enabled": True, "cert": str(cert), "key": str(other_key)})
+    tls = checks_of(d)["tls"]
+    assert tls.status == "fail"
+    assert "is not the key of" in tls.detail
+
+
+def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
+    local_env: object, docker_client: docker.DockerClient
+) -> None:
+    from hubops import environments
+    from tests.conftest import REPO_ROOT
+
+    settings = environments.load(REPO_ROOT, "local").settings
+    first = prepare(LocalHost(), settings, settings.build.base_image)
+    second = prepare(LocalHost(), settings, settings.build.base_image)
+    assert second.changed == [], f"a second run changes nothing: {second.changed}"
+    assert any(k.startswith("Docker ") for k in second.kept), second.kept
+    assert first.gpus == []
+    assert second.smoke == "skipped: no NVIDIA GPU on this host"
