@@ -296,8 +296,10 @@ def _replace_hub(
     upgraded = False
     stopped_at = time.monotonic()
     if old is not None:
+        progress("stopping the old hub")
         host.run(quote("docker", "stop", "--time", "20", spec.name))
         host.run(quote("docker", "rename", spec.name, previous))
+        progress("old hub stopped")
     new_version = _image_label(host, spec.image, LABEL_JH)
     try:
         old_version = dockerhost.labels(old).get(LABEL_JH) if old else None
@@ -308,7 +310,9 @@ def _replace_hub(
         labels = {LABEL_HASH: want, **({LABEL_JH: new_version} if new_version else {})}
         host.run(dockerhost.create_command(spec, labels))
         host.run(quote("docker", "start", spec.name))
+        progress("new hub started; waiting for /hub/health")
         _wait_healthy(host, plan, settings, timeout=health_timeout)
+        progress("new hub healthy")
     except HubopsError as exc:
         hub_log = dockerhost.logs(host, spec.name)
         dockerhost.remove(host, spec.name)

@@ -30,7 +30,8 @@ HUB_SECRETS_DIR = f"{HUB_DATA_DIR}/secrets"
 CONFIG_FILE = "jupyterhub_config.py"
 DB_FILE = "jupyterhub.sqlite"
 COOKIE_SECRET_FILE = "jupyterhub_cookie_secret"
-PROXY_TLS_DIR = "/etc/hubops/tls"
+PROXY_TLS_SOURCE = "/etc/hubops/tls"  # cert and key as mounted from the host
+PROXY_TLS_DIR = "/run/hubops-tls"  # readable copies for the unprivileged proxy process
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 HUB_PORT = 8081
@@ -218,9 +219,7 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         "prefix": n["user_prefix"],
         "remove": True,
         "notebook_dir": su.notebook_dir,
-        "volumes": {
-            f"{settings.paths.user_data_dir}/{USER_DIR_PREFIX}{{username}}": su.notebook_dir
-        },
+        "volumes": user_volumes(settings),
         "mem_limit": su.mem_limit,
         "cpu_limit": su.cpu_limit,
         "start_timeout": su.start_timeout,
@@ -267,6 +266,20 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
     )
 
 
+def user_volumes(settings: Environment) -> dict[str, Any]:
+    """The user's own directory (read-write) and the shared data directory (read-only)."""
+    su, paths = settings.singleuser, settings.paths
+    volumes: dict[str, Any] = {
+        f"{paths.user_data_dir}/{USER_DIR_PREFIX}{{username}}": {
+            "bind": su.notebook_dir,
+            "mode": "rw",
+        }
+    }
+    if paths.shared_data_dir is not None:
+        volumes[paths.shared_data_dir] = {"bind": su.shared_data_mount, "mode": "ro"}
+    return volumes
+
+
 def gpu_device_requests(settings: Environment) -> list[dict[str, Any]]:
     """Docker device requests for a user container under the environment's GPU policy."""
     if settings.gpu.policy == "all":
@@ -305,13 +318,15 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
         )
     ]
     tls = settings.tls
+    proxy_env: dict[str, str] = {}
     if tls.enabled:
         assert tls.cert is not None
         assert tls.key is not None
         proxy_mounts += [
-            Mount(source=tls.cert, target=f"{PROXY_TLS_DIR}/cert.pem"),
-            Mount(source=tls.key, target=f"{PROXY_TLS_DIR}/key.pem"),
+            Mount(source=tls.cert, target=f"{PROXY_TLS_SOURCE}/cert.pem"),
+            Mount(source=tls.key, target=f"{PROXY_TLS_SOURCE}/key.pem"),
         ]
+        proxy_env = {"HUBOPS_TLS_SOURCE": PROXY_TLS_SOURCE, "HUBOPS_TLS_DIR": PROXY_TLS_DIR}
         proxy_cmd += [f"--ssl-cert={PROXY_TLS_DIR}/cert.pem", f"--ssl-key={PROXY_TLS_DIR}/key.pem"]
         if settings.hub.http_port is not None:
             proxy_cmd += [
@@ -330,7 +345,10 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
         name=n["proxy"],
         image=proxy_image,
         command=proxy_cmd,
-        environment={"CONFIGPROXY_AUTH_TOKEN_FILE": f"{HUB_SECRETS_DIR}/{PROXY_TOKEN.name}"},
+        environment={
+            "CONFIGPROXY_AUTH_TOKEN_FILE": f"{HUB_SECRETS_DIR}/{PROXY_TOKEN.name}",
+            **proxy_env,
+        },
         ports=ports,
         mounts=proxy_mounts,
         network=n["network"],

@@ -245,6 +245,10 @@ class SingleuserSettings(Section):
         description="Directory inside the user container that holds "
         "the user's files (the user's host directory is mounted here).",
     )
+    shared_data_mount: HostPath = Field(
+        "/home/jovyan/shared",
+        description="Where paths.shared_data_dir appears in user containers (read-only).",
+    )
     uid: int = Field(1000, ge=1, description="uid of the non-root user in the image.")
     gid: int = Field(100, ge=0, description="gid of the non-root user in the image.")
     mem_limit: MemSize | None = Field(None, description="Memory limit per user server.")
@@ -300,6 +304,11 @@ class PathSettings(Section):
     user_data_dir: HostPath = Field(
         "/srv/jupyterhub-users",
         description="Host directory that holds one jupyterhub-user-<name> directory per user.",
+    )
+    shared_data_dir: HostPath | None = Field(
+        None,
+        description="Host directory every user sees read-only at singleuser.shared_data_mount "
+        "(datasets, course material); unset: none.",
     )
     docker_socket: HostPath = Field(
         "/var/run/docker.sock",

@@ -6,17 +6,17 @@ file once (``ssh-keyscan`` or one interactive ``ssh``), as with any other server
 
 from __future__ import annotations
 
-import io
 import logging
+import select
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 import paramiko
 from fabric import Connection
-from invoke.exceptions import CommandTimedOut
 
 from hubops.errors import HubopsError
 from hubops.hosts import CommandError, Result
@@ -91,22 +91,44 @@ class SSHHost:
     def run(
         self, command: str, *, check: bool = True, stdin: str | None = None, timeout: float = 600
     ) -> Result:
-        try:
-            out = self.conn.run(
-                command,
-                hide=True,
-                warn=True,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
-                timeout=timeout,
-            )
-        except CommandTimedOut:
-            raise SSHError(
-                f"{self.name}: `{command}` did not finish within {timeout:.0f}s"
-            ) from None
-        result = Result(command, int(out.exited), str(out.stdout), str(out.stderr))
+        data = [stdin.encode()] if stdin is not None else []
+        result = self._exec(command, data, timeout)
         if check and not result.ok:
             raise CommandError(self.name, result)
         return result
+
+    def _exec(self, command: str, chunks: Iterable[bytes], timeout: float) -> Result:
+        """One command on a fresh channel of the connection: stdin from ``chunks`` (then EOF),
+        stdout and stderr read as they come (neither can fill up and stall the other)."""
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHError(f"{self.name}: the SSH connection is closed")
+        channel = transport.open_session(timeout=30)
+        deadline = time.monotonic() + timeout
+        try:
+            channel.exec_command(command)
+            for chunk in chunks:
+                channel.sendall(chunk)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if time.monotonic() > deadline:
+                    raise SSHError(f"{self.name}: `{command}` did not finish within {timeout:.0f}s")
+                select.select([channel], [], [], 0.5)
+                while channel.recv_ready():
+                    out += channel.recv(1 << 16)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                if (
+                    channel.exit_status_ready()
+                    and not channel.recv_ready()
+                    and not channel.recv_stderr_ready()
+                ):
+                    break
+            code = channel.recv_exit_status()
+        finally:
+            channel.close()
+        return Result(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def pipe_in(self, command: str, producer: list[str]) -> Result:
         """Run ``command`` there with the stdout of ``producer`` (a command here) on its stdin.
@@ -155,19 +177,7 @@ class SSHHost:
 
     def stream_in(self, command: str, chunks: Iterable[bytes]) -> Result:
         """Run ``command`` with the bytes of ``chunks`` on its stdin (large, binary)."""
-        transport = self.conn.client.get_transport()
-        if transport is None:
-            raise SSHError(f"{self.name}: the SSH connection is closed")
-        channel = transport.open_session()
-        channel.exec_command(command)
-        for chunk in chunks:
-            channel.sendall(chunk)
-        channel.shutdown_write()
-        stdout = channel.makefile("rb").read().decode(errors="replace")
-        stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
-        code = channel.recv_exit_status()
-        channel.close()
-        result = Result(command, code, stdout, stderr)
+        result = self._exec(command, chunks, timeout=3600)
         if not result.ok:
             raise CommandError(self.name, result)
         return result

@@ -22,14 +22,15 @@ _OPTIONS: dict[str, str] = {"env": "local"}
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--env",
-        default="local",
-        help="Environment whose images and deployment the integration suites test "
-        "(a file config/environments/NAME.yaml); default: local.",
+        default=None,
+        help="Environment to test (a file config/environments/NAME.yaml): its images are "
+        "built and tested, and its running deployment is verified. Default: the `local` "
+        "images, and a deployment the suites make on a simulated GPU lab host.",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _OPTIONS["env"] = str(config.getoption("--env"))
+    _OPTIONS["env"] = str(config.getoption("--env") or "local")
 
 
 def tested_env_name() -> str:

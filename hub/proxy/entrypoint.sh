@@ -1,9 +1,20 @@
 #!/bin/sh
-# Read the proxy's API token from a file (mounted from the hub host), so that it is never in
-# the container's environment as given to docker, nor in any rendered file.
+# Start configurable-http-proxy as uid/gid 65534 after reading, as root, what only root may
+# read on the hub host: the API token (never in the container's environment as given to
+# docker, nor in any rendered file) and the TLS key (often 0600 root, e.g. from certbot).
 set -eu
 if [ -n "${CONFIGPROXY_AUTH_TOKEN_FILE:-}" ]; then
     CONFIGPROXY_AUTH_TOKEN=$(cat "$CONFIGPROXY_AUTH_TOKEN_FILE")
     export CONFIGPROXY_AUTH_TOKEN
+fi
+if [ -n "${HUBOPS_TLS_SOURCE:-}" ] && [ -n "${HUBOPS_TLS_DIR:-}" ]; then
+    mkdir -p "$HUBOPS_TLS_DIR"
+    cp "$HUBOPS_TLS_SOURCE/cert.pem" "$HUBOPS_TLS_SOURCE/key.pem" "$HUBOPS_TLS_DIR/"
+    chown -R 65534:65534 "$HUBOPS_TLS_DIR"
+    chmod 0500 "$HUBOPS_TLS_DIR"
+    chmod 0400 "$HUBOPS_TLS_DIR/cert.pem" "$HUBOPS_TLS_DIR/key.pem"
+fi
+if [ "$(id -u)" = 0 ]; then
+    exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"
 fi
 exec "$@"

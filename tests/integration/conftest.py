@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -16,7 +15,9 @@ from hubops import environments
 from hubops.build import BuiltImage, build
 from hubops.engine import ensure_docker, local_client, stop_started_dockerd
 from hubops.hosts import LocalHost
+from tests import gpusim
 from tests.conftest import REPO_ROOT, tested_env_name
+from tests.support.labhost import LabHost, lab_host
 
 BUILT_KEY = pytest.StashKey[list[BuiltImage]]()
 
@@ -111,5 +112,23 @@ def run_container(docker_client: docker.DockerClient, test_network: str) -> Iter
         container.remove(force=True)
 
 
-def repo_path(*parts: str) -> Path:
-    return REPO_ROOT.joinpath(*parts)
+SIMULATED_GPUS = gpusim.inventory(4, mig_on=(3,))
+
+
+@pytest.fixture(scope="session")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[LabHost]:
+    """The "lab host": sshd on loopback in front of a second Docker engine that plays a GPU
+    host with 4 SIMULATED GPUs (GPU 3 split into 2 MIG devices). It starts without images."""
+    root = tmp_path_factory.mktemp("labhost")
+    sim = gpusim.install(root / "gpusim", SIMULATED_GPUS)
+    with lab_host(root, path_prefix=sim) as host:
+        yield host
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        "GPU host: SIMULATED for the lab-host suites (4 fake GPUs, tests/gpusim: Docker's real "
+        "NVIDIA device-request path, a fake nvidia-container-runtime-hook and nvidia-smi)"
+    )

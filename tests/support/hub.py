@@ -46,6 +46,18 @@ class HubClient:
             allow_redirects=True,
         )
 
+    def oauth_login(self, username: str, password: str) -> requests.Response:
+        """Log in through the OAuth provider: /hub/oauth_login -> the provider's sign-in form
+        -> back to /hub/oauth_callback -> wherever the hub sends the user next."""
+        form = self.session.get(self.url("/hub/oauth_login"), verify=self.verify, timeout=20)
+        assert form.status_code == 200, f"provider sign-in form: {form.status_code} {form.url}"
+        return self.session.post(
+            form.url,
+            data={"username": username, "password": password},
+            verify=self.verify,
+            timeout=60,
+        )
+
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"X-XSRFToken": self._xsrf(), **kwargs.pop("headers", {})}
         return self.session.request(

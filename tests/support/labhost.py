@@ -31,6 +31,7 @@ class LabHost:
     key_file: Path
     known_hosts: Path
     docker_host: str
+    gateway_ip: str  # this machine's address on the engine's bridge: its containers reach it
     client: docker.DockerClient
     root: Path
 
@@ -44,11 +45,12 @@ class LabHost:
 
 
 @contextmanager
-def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[str]:
+def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[tuple[str, str]]:
     """A second dockerd: own data root, exec root, socket and bridge; never docker0.
 
     ``path_prefix`` goes first on its PATH (e.g. a fake nvidia-container-runtime-hook).
-    Yields its DOCKER_HOST.
+    Yields its DOCKER_HOST and its bridge's address (an address of this machine that its
+    containers reach too).
     """
     tag = uuid.uuid4().hex[:6]
     root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[str]:
             60,
             f"the second dockerd (log: {root / 'dockerd.log'})",
         )
-        yield docker_host
+        yield docker_host, f"{subnet}.1"
 
 
 def _has_chain(name: str) -> bool:
@@ -173,8 +175,11 @@ def _listening(port: int) -> bool:
 def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
     """sshd + a second engine that its sessions use (DOCKER_HOST)."""
     with ExitStack() as stack:
-        docker_host = stack.enter_context(second_engine(root, path_prefix))
-        port, key, known = stack.enter_context(sshd(root / "ssh", {"DOCKER_HOST": docker_host}))
+        docker_host, gateway = stack.enter_context(second_engine(root, path_prefix))
+        session_env = {"DOCKER_HOST": docker_host}
+        if path_prefix is not None:
+            session_env["PATH"] = f"{path_prefix}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+        port, key, known = stack.enter_context(sshd(root / "ssh", session_env))
         client = docker.DockerClient(base_url=docker_host)
         stack.callback(client.close)
         yield LabHost(
@@ -182,6 +187,7 @@ def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
             key_file=key,
             known_hosts=known,
             docker_host=docker_host,
+            gateway_ip=gateway,
             client=client,
             root=root,
         )

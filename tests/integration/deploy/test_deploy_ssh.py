@@ -19,13 +19,7 @@ from tests.integration.deploy.conftest import (
     make_deployment,
     tear_down,
 )
-from tests.support.labhost import LabHost, lab_host
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, docker_client: object) -> Iterator[LabHost]:
-    with lab_host(tmp_path_factory.mktemp("labhost")) as host:
-        yield host
+from tests.support.labhost import LabHost
 
 
 @pytest.fixture(scope="module")

@@ -9,42 +9,13 @@ from pathlib import Path
 
 import docker
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hubops.doctor import Check, run_checks
 from hubops.hosts import LocalHost
 from hubops.prepare import prepare
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import Deployment, make_deployment, tear_down
-
-
-def write_cert(directory: Path, not_after: datetime) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, valid until ``not_after``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - timedelta(days=90))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+from tests.support.tls import write_cert
 
 
 def checks_of(d: Deployment) -> dict[str, Check]:
@@ -76,7 +47,8 @@ def test_doctor_reports_a_taken_port_and_an_expired_certificate(
     port = checks[f"port {d.port}"]
     assert port.status == "fail", port
     assert "is taken" in port.detail, port.detail
-    assert "python" in port.detail, "the owner of the port is named"
+    me = Path("/proc/self/comm").read_text().strip()
+    assert port.detail.endswith(f"is taken: {me}"), f"the owner ({me}) is named: {port.detail}"
     assert "change hub.port" in port.fix
     tls = checks["tls"]
     assert tls.status == "fail", tls
