@@ -140,7 +140,9 @@ def test_plan_holds_the_containers_the_deploy_starts(checkout: Checkout) -> None
     assert "/var/run/docker.sock" in hub_mounts, "the hub holds the Docker socket"
     assert all("docker.sock" not in m["source"] for m in by_role["proxy"]["mounts"])
     proxy_cmd = by_role["proxy"]["command"]
-    assert "--ssl-cert=/etc/hubops/tls/cert.pem" in proxy_cmd, f"TLS at the proxy: {proxy_cmd}"
+    assert "--ssl-cert=/run/hubops-tls/cert.pem" in proxy_cmd, f"TLS at the proxy: {proxy_cmd}"
+    proxy_mounts = {m["target"]: m["source"] for m in by_role["proxy"]["mounts"]}
+    assert proxy_mounts["/etc/hubops/tls/key.pem"] == "/etc/jupyterhub/tls/privkey.pem"
     assert "--redirect-port=8080" in proxy_cmd, "lab redirects plain http"
     ports = {(p["host_ip"], p["host_port"]) for p in by_role["proxy"]["ports"]}
     assert ports == {("0.0.0.0", 443), ("0.0.0.0", 80)}, f"published: {ports}"
