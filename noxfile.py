@@ -40,9 +40,13 @@ def unit(session: nox.Session) -> None:
 
 @nox.session(default=False, tags=["gpu"])
 def gpu(session: nox.Session) -> None:
-    """GPU checks against a host with real NVIDIA GPUs (opt-in); they skip without GPUs."""
+    """The verify suites against a real deployment with real GPUs: `-- --env NAME` (opt-in).
+
+    GPU visibility, the CUDA smoke test in the pytorch variant, and the hub, TLS and OAuth
+    redirect checks; without GPUs the GPU tests skip and say why.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "gpu", "-rs", "tests", *session.posargs)
+    session.run("pytest", "-rs", "tests/integration/verify", *session.posargs)
 
 
 @nox.session(tags=["test"])

@@ -22,6 +22,7 @@ ns = Collection(
     deploy.deploy,
     deploy.up,
     deploy.doctor,
+    deploy.gpus,
 )
 ns.add_collection(Collection("host", prepare=deploy.host_prepare))
 ns.add_collection(Collection("db", backup=deploy.db_backup, restore=deploy.db_restore))

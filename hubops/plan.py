@@ -44,6 +44,7 @@ LABEL_PREFIX = "org.hubops"
 LABEL_ENV = f"{LABEL_PREFIX}.environment"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 
+SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
@@ -152,7 +153,7 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         "cleanup_servers": False,
         "cleanup_proxy": False,
         "concurrent_spawn_limit": settings.hub.concurrent_spawn_limit,
-        "spawner_class": "docker",
+        "spawner_class": SPAWNER_CLASS,
     }
     traits: dict[str, dict[str, Any]] = {"JupyterHub": hub}
     secret_traits: dict[str, dict[str, str]] = {
@@ -225,9 +226,17 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         "start_timeout": su.start_timeout,
         "http_timeout": su.start_timeout,
         "extra_create_kwargs": {"labels": {LABEL_ENV: env_name, LABEL_ROLE: "user"}},
-        "extra_host_config": {"device_requests": gpu_device_requests(settings)},
     }
     traits["DockerSpawner"] = spawner
+    traits["HubopsSpawner"] = {
+        "hubops_environment": env_name,
+        "gpu_policy": gpu_policy(settings),
+        "profiles": [p.model_dump() for p in su.profiles],
+    }
+    if settings.groups:
+        hub["load_groups"] = {
+            name: {"users": sorted(members)} for name, members in sorted(settings.groups.items())
+        }
 
     if settings.culling.enabled:
         c = settings.culling
@@ -280,11 +289,16 @@ def user_volumes(settings: Environment) -> dict[str, Any]:
     return volumes
 
 
-def gpu_device_requests(settings: Environment) -> list[dict[str, Any]]:
-    """Docker device requests for a user container under the environment's GPU policy."""
-    if settings.gpu.policy == "all":
-        return [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
-    return []
+def gpu_policy(settings: Environment) -> dict[str, Any]:
+    """The GPU policy as HubopsSpawner takes it (it allocates device IDs at spawn time)."""
+    g = settings.gpu
+    return {
+        "name": g.policy,
+        "pool": list(g.pool),
+        "max_per_gpu": g.max_per_gpu,
+        "pinned_users": {k: list(v) for k, v in g.pinned_users.items()},
+        "pinned_groups": {k: list(v) for k, v in g.pinned_groups.items()},
+    }
 
 
 def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:

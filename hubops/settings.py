@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -229,6 +230,68 @@ Auth = Annotated[
 OAUTH_TYPES = (GitLabAuth, GitHubAuth, OIDCAuth)
 
 
+GPUId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
+
+
+class GPUSettings(Section):
+    policy: Literal["none", "all", "exclusive", "shared", "pinned"] = Field(
+        "none",
+        description="none: no GPU; all: every server gets every GPU of the host; exclusive: "
+        "each server gets its own GPUs from the pool; shared: servers spread over the pool, "
+        "least-loaded first, at most max_per_gpu on one GPU; pinned: users and groups get "
+        "fixed GPUs.",
+    )
+    pool: list[GPUId] = Field(
+        default_factory=list,
+        description="GPUs to hand out (exclusive, shared): indices (0, 1), GPU UUIDs "
+        "(GPU-...) or MIG device UUIDs (MIG-...), passed to Docker as given.",
+    )
+    max_per_gpu: int = Field(2, ge=1, description="shared: how many servers may share one GPU.")
+    pinned_users: dict[str, list[GPUId]] = Field(
+        default_factory=dict, description="pinned: user -> the GPU IDs that user gets."
+    )
+    pinned_groups: dict[str, list[GPUId]] = Field(
+        default_factory=dict,
+        description="pinned: group -> the GPU IDs its members get (a user's own entry wins).",
+    )
+
+    @model_validator(mode="after")
+    def _pool_fits_policy(self) -> GPUSettings:
+        if self.policy in ("exclusive", "shared") and not self.pool:
+            raise ValueError(
+                f"gpu.policy {self.policy} hands out GPUs from gpu.pool, which is empty; list "
+                "the GPUs, e.g. pool: [0, 1, 2, 3]"
+            )
+        if len(set(self.pool)) != len(self.pool):
+            raise ValueError(f"gpu.pool lists a GPU twice: {self.pool}")
+        if self.policy == "pinned" and not (self.pinned_users or self.pinned_groups):
+            raise ValueError(
+                "gpu.policy pinned needs gpu.pinned_users or gpu.pinned_groups "
+                "(user or group -> GPU IDs)"
+            )
+        return self
+
+
+class Profile(Section):
+    groups: list[UserName] = Field(
+        default_factory=list,
+        description="JupyterHub groups this profile is for (empty: everybody). The first "
+        "profile that matches one of the user's groups applies.",
+    )
+    images: list[str] | None = Field(
+        None,
+        description="Display names (keys of singleuser.images) these users may choose; unset: all.",
+    )
+    max_gpus: int = Field(
+        0, ge=0, description="GPUs one user may hold at once (the form offers 0..max_gpus)."
+    )
+    mem_limit: MemSize | None = Field(None, description="Memory limit (overrides singleuser).")
+    cpu_limit: float | None = Field(None, gt=0, description="CPU limit (overrides singleuser).")
+    max_age: int = Field(
+        0, ge=0, description="Stop these users' servers after this many seconds (0: never)."
+    )
+
+
 class SingleuserSettings(Section):
     image: ImageChoice | None = Field(
         None,
@@ -254,6 +317,11 @@ class SingleuserSettings(Section):
     mem_limit: MemSize | None = Field(None, description="Memory limit per user server.")
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit per user server.")
     start_timeout: int = Field(120, ge=10, description="Seconds a user server may take to start.")
+    profiles: list[Profile] = Field(
+        default_factory=list,
+        description="Per-group choices and limits (images, GPUs, memory, CPU, maximum age); "
+        "the first that matches applies.",
+    )
 
     @model_validator(mode="after")
     def _one_image_source(self) -> SingleuserSettings:
@@ -275,18 +343,10 @@ class SingleuserSettings(Section):
         return {"default": self.image}
 
 
-class GPUSettings(Section):
-    policy: Literal["none", "all"] = Field(
-        "none",
-        description="none: user containers get no GPU; all: every user container gets every "
-        "GPU of the host.",
-    )
-
-
 class CullingSettings(Section):
     enabled: bool = Field(True, description="Stop user servers that have been idle.")
-    timeout: int = Field(3600, ge=60, description="Seconds of inactivity before a stop.")
-    every: int = Field(300, ge=10, description="Seconds between checks.")
+    timeout: int = Field(3600, ge=10, description="Seconds of inactivity before a stop.")
+    every: int = Field(300, ge=5, description="Seconds between checks.")
     max_age: int = Field(
         0, ge=0, description="Stop servers older than this many seconds (0: no limit)."
     )
@@ -417,6 +477,10 @@ class Environment(Section):
     auth: Auth = Field(description="How users log in.")
     singleuser: SingleuserSettings = Field(description="The users' JupyterLab servers.")
     gpu: GPUSettings = Field(default_factory=GPUSettings, description="GPU policy.")
+    groups: dict[UserName, list[UserName]] = Field(
+        default_factory=dict,
+        description="JupyterHub groups and their members (profiles and pinned GPUs refer to them).",
+    )
     culling: CullingSettings = Field(default_factory=CullingSettings, description="Idle culling.")
     paths: PathSettings = Field(
         default_factory=PathSettings, description="Directories on the hub host."
@@ -445,6 +509,24 @@ class Environment(Section):
                 "hub.http_port redirects plain http to https and needs tls.enabled: true; "
                 "remove hub.http_port"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _profiles_name_known_things(self) -> Environment:
+        known = set(self.singleuser.choices)
+        for n, profile in enumerate(self.singleuser.profiles):
+            unknown = [i for i in profile.images or [] if i not in known]
+            if unknown:
+                raise ValueError(
+                    f"singleuser.profiles.{n}.images names {unknown[0]!r}, which is not in "
+                    f"singleuser.images; expected one of: {', '.join(sorted(known))}"
+                )
+            missing = [g for g in profile.groups if g not in self.groups]
+            if missing:
+                raise ValueError(
+                    f"singleuser.profiles.{n}.groups names {missing[0]!r}, which is not in "
+                    "groups; define it there (group: [members])"
+                )
         return self
 
     @property

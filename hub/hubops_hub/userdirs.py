@@ -28,7 +28,7 @@ def escape_username(name: str) -> str:
     """
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
         raise ValueError(f"user name {name!r} holds a control character")
-    return escape(name, safe=SAFE, escape_char=ESCAPE_CHAR).lower()
+    return str(escape(name, safe=SAFE, escape_char=ESCAPE_CHAR)).lower()
 
 
 def make_user_dir(root: str, prefix: str, name: str, uid: int, gid: int) -> str:

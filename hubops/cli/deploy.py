@@ -18,6 +18,7 @@ from hubops.deploy import find_changes
 from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
+from hubops.gpu_report import holders
 from hubops.hosts import LocalHost, quote
 from hubops.prepare import prepare
 from hubops.render import Rendered, render
@@ -132,6 +133,30 @@ def doctor(c: Context, env: str | None = None) -> None:
     failed = [ch.name for ch in checks if ch.status == "fail"]
     if failed:
         raise HubopsError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@task(help={"env": ENV_HELP})
+def gpus(c: Context, env: str | None = None) -> None:
+    """Show who holds which GPU: user, server, GPU IDs, since when, image."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        found = holders(host, name)
+    g = loaded.settings.gpu
+    table = Table(
+        title=f"GPUs of {name}: policy {g.policy}"
+        + (f", pool {', '.join(g.pool)}" if g.pool else "")
+    )
+    for column in ("user", "server", "GPUs", "since", "image", "state"):
+        table.add_column(column, overflow="fold")
+    for h in found:
+        since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
+        table.add_row(h.user, h.server, ", ".join(h.gpus), since, h.image, h.state)
+    Console().print(table)
+    held = {gpu for h in found for gpu in h.gpus}
+    if g.pool:
+        echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
 
 
 @task(help={"env": ENV_HELP, "keep": "How many backups to keep (older ones are removed)."})

@@ -3,6 +3,7 @@ through the REST API, and reaches a user's JupyterLab through the proxy, as a br
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,24 @@ class HubClient:
         user = self.api("GET", f"users/{username}").json()
         server = (user.get("servers") or {}).get("")
         return bool(server and server.get("ready"))
+
+    def progress(self, username: str, timeout: float = 120) -> list[dict[str, Any]]:
+        """The events of the user's spawn progress stream, until it is ready or failed."""
+        events: list[dict[str, Any]] = []
+        with self.session.get(
+            self.url(f"/hub/api/users/{username}/server/progress"),
+            headers={"X-XSRFToken": self._xsrf(), "Accept": "text/event-stream"},
+            verify=self.verify,
+            timeout=timeout,
+            stream=True,
+        ) as response:
+            for line in response.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("ready") or event.get("failed"):
+                        break
+        return events
 
     def stop_server(self, username: str, timeout: float = 60) -> None:
         response = self.api("DELETE", f"users/{username}/server")

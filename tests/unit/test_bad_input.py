@@ -25,6 +25,7 @@ class Case:
     expect: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     line_of: str | None = None  # the message must name bad.yaml's line that holds this text
+    opened_at: str | None = None  # ... or say that a construct opened on that line
 
 
 CASES = [
@@ -85,7 +86,8 @@ CASES = [
         "  port: 22",
         "  port: [22",
         ("check", "--env", "bad"),
-        ("bad.yaml:", "invalid YAML", "flow sequence that starts on line 34"),
+        ("bad.yaml:", "invalid YAML", "flow sequence that starts on line"),
+        opened_at="  port: [22",
     ),
     Case(
         "missing secret",
@@ -185,6 +187,10 @@ def test_bad_input_prints_one_clear_line_and_exits_1(checkout: Checkout, case: C
         assert f"config/environments/bad.yaml:{line}:" in lines[0], (
             f"the message must point at line {line} ({case.line_of!r}): {lines[0]}"
         )
+    if case.opened_at is not None:
+        text = checkout.read_env("bad").splitlines()
+        line = next(i for i, t in enumerate(text, 1) if case.opened_at in t)
+        assert f"starts on line {line})" in lines[0], f"line {line}: {lines[0]}"
     for part in case.expect:
         assert part in lines[0], f"{part!r} is not in the message: {lines[0]}"
     after = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))

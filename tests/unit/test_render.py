@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from dockerspawner import DockerSpawner
+from hubops_hub.spawner import HubopsSpawner
 from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
@@ -62,7 +62,9 @@ def configured_classes(config: Config) -> Iterator[tuple[str, type[Any]]]:
     yield "JupyterHub", JupyterHub
     yield "ConfigurableHTTPProxy", hub.proxy_class
     yield hub.authenticator_class.__name__, hub.authenticator_class
-    yield hub.spawner_class.__name__, hub.spawner_class
+    for cls in hub.spawner_class.mro():
+        if hasattr(cls, "class_trait_names") and cls.__name__.endswith("Spawner"):
+            yield cls.__name__, cls
 
 
 @pytest.mark.parametrize("name", SHIPPED_ENVS)
@@ -88,7 +90,7 @@ def test_key_traits_follow_the_environment(
     assert config.JupyterHub.public_url == s.public_url + "/"
     assert config.JupyterHub.cleanup_servers is False, "user servers must survive the hub"
     assert config.ConfigurableHTTPProxy.should_start is False, "the proxy is its own container"
-    assert hub.spawner_class is DockerSpawner, f"spawner: {hub.spawner_class}"
+    assert hub.spawner_class is HubopsSpawner, f"spawner: {hub.spawner_class}"
 
     auth = hub.authenticator_class(parent=hub)
     assert sorted(auth.admin_users) == sorted(s.auth.admin_users)
@@ -99,16 +101,13 @@ def test_key_traits_follow_the_environment(
         assert auth.client_secret == FAKE_SECRETS["oauth_client_secret"]
         assert auth.client_id == s.auth.client_id
 
-    spawner = DockerSpawner(config=config, user=SimpleNamespace(name="a.b"))
+    spawner = HubopsSpawner(config=config, user=SimpleNamespace(name="a.b", groups=[]))
     assert spawner.notebook_dir == s.singleuser.notebook_dir
     host_dir = f"{s.paths.user_data_dir}/jupyterhub-user-a-2eb"
     assert spawner.volume_binds == {host_dir: {"bind": s.singleuser.notebook_dir, "mode": "rw"}}
     assert spawner.network_name == f"hubops-{name}"
-    requests = spawner.extra_host_config["device_requests"]
-    if s.gpu.policy == "all":
-        assert requests == [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
-    else:
-        assert requests == [], f"policy none must request no GPU, got {requests}"
+    assert spawner.policy.name == s.gpu.policy
+    assert spawner.policy.pool == tuple(s.gpu.pool), "the pool reaches the spawner as strings"
 
 
 def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
@@ -121,7 +120,7 @@ def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
     assert auth.scope == ["read_user"]
     assert auth.oauth_callback_url == "https://jupyter.lab.example.org/hub/oauth_callback"
     assert auth.allowed_gitlab_groups == {"ml-lab"}
-    spawner = DockerSpawner(config=config, user=SimpleNamespace(name="alice"))
+    spawner = HubopsSpawner(config=config, user=SimpleNamespace(name="alice", groups=[]))
     registry = "registry.lab.example.org:5000/hubops/singleuser"
     assert spawner.allowed_images == {
         "CUDA base: Python + JupyterLab": f"{registry}:base-{BUILD}",

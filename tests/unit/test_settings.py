@@ -49,7 +49,9 @@ def test_lab_is_a_gitlab_tls_ssh_deployment_with_two_images() -> None:
     assert lab.ssh is not None, "lab must be reached over SSH"
     assert lab.singleuser.images is not None, "lab offers a choice of images"
     assert len(lab.singleuser.images) == 2, f"lab images: {lab.singleuser.images}"
-    assert lab.gpu.policy == "all", f"lab GPU policy: {lab.gpu.policy}"
+    assert lab.gpu.policy == "exclusive", f"lab GPU policy: {lab.gpu.policy}"
+    assert lab.gpu.pool == ["0", "1", "2", "3"], f"lab GPU pool: {lab.gpu.pool}"
+    assert [p.max_gpus for p in lab.singleuser.profiles] == [2, 1, 0], "profiles per group"
     assert lab.oauth_callback_url == "https://jupyter.lab.example.org/hub/oauth_callback"
 
 

@@ -84,7 +84,11 @@ def test_doctor_on_a_healthy_lab_host(ssh_deployment: Deployment) -> None:
     assert checks["ssh"].status == "ok"
     assert checks["docker"].status == "ok"
     assert checks[f"port {d.port}"].detail.endswith("served by the hub's proxy")
-    assert checks["nvidia driver"].status == "skip", "no GPU here and gpu.policy is none"
+    # the lab host plays a GPU host with 4 SIMULATED GPUs (tests/gpusim)
+    assert checks["nvidia driver"].status == "ok", checks["nvidia driver"]
+    assert "4 GPU(s)" in checks["nvidia driver"].detail
+    assert "SIMULATED" in checks["nvidia driver"].detail
+    assert checks["gpu in containers"].detail == "a container given all GPUs sees 4"
     assert checks["clock"].status == "ok"
 
 

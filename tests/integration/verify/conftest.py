@@ -83,6 +83,25 @@ class Target:
     def in_container(self, name: str, command: str) -> testinfra.backend.base.CommandResult:
         return self.host.run(f"docker exec {name} sh -c {_sh_quote(command)}")
 
+    def configure(self, **changes: object) -> None:
+        """Change settings (dotted keys, e.g. ``gpu__policy``) in the environment file and
+        deploy them."""
+        import yaml
+
+        path = Checkout(self.checkout_root).env_file(self.name)
+        data = yaml.safe_load(path.read_text())
+        for key, value in changes.items():
+            *parents, last = key.split("__")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            if value is None:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.redeploy()
+
     def redeploy(self) -> None:
         env = self.env
         revs = images.revisions(REPO_ROOT)

@@ -1,0 +1,246 @@
+"""HubopsSpawner: DockerSpawner plus GPU allocation, profiles and a per-group maximum age.
+
+Which GPUs are held comes from the engine, not from the hub's memory: every user container
+carries its GPU IDs in the label ``org.hubops.gpus``, so a hub restart or redeploy forgets
+nothing. Allocation runs under one lock, from reading the holdings to creating the container
+that records them, so no GPU is handed out twice however many spawns run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from typing import Any
+
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Dict, Integer, List, Unicode
+
+from hubops_hub.gpus import Holding, NoGPUAvailable, Policy, allocate, free_count
+from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED, LABEL_USER
+
+HOLDING_STATES = {"created", "running", "restarting", "paused"}
+
+_ALLOCATION_LOCK = asyncio.Lock()
+
+
+class GPURequestError(web.HTTPError):
+    """A spawn the GPU policy refuses; its message is shown in the browser and the API."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.jupyterhub_message = message
+
+
+class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
+    hubops_environment = Unicode(
+        "", config=True, help="The hubops environment whose containers this spawner manages."
+    )
+    gpu_policy = Dict(
+        config=True,
+        help="name (none, all, exclusive, shared, pinned), pool, max_per_gpu, pinned_users, "
+        "pinned_groups",
+    )
+    profiles = List(
+        config=True,
+        help="Per-group choices, first match wins: groups, images (display names), max_gpus "
+        "(per user), mem_limit, cpu_limit, max_age (seconds, 0: none).",
+    )
+    default_gpus = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="GPUs asked for when a request names none; unset: 1 where the user's profile "
+        "allows GPUs, else 0.",
+    )
+
+    # --- who may do what -------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        p = self.gpu_policy or {}
+        return Policy(
+            name=p.get("name", "none"),
+            pool=tuple(str(x) for x in p.get("pool", ())),
+            max_per_gpu=int(p.get("max_per_gpu", 1)),
+            pinned_users={k: tuple(map(str, v)) for k, v in p.get("pinned_users", {}).items()},
+            pinned_groups={k: tuple(map(str, v)) for k, v in p.get("pinned_groups", {}).items()},
+        )
+
+    def _groups(self) -> list[str]:
+        return [g.name for g in getattr(self.user, "groups", [])]
+
+    def profile(self) -> dict[str, Any]:
+        """The first profile whose groups include one of the user's (or that names none)."""
+        groups = set(self._groups())
+        for p in self.profiles:
+            wanted = set(p.get("groups") or [])
+            if not wanted or wanted & groups:
+                return dict(p)
+        gpus = 0 if self.policy.name in ("none", "all") else 1
+        return {"groups": [], "images": None, "max_gpus": gpus}
+
+    def _get_allowed_images(self) -> Any:
+        allowed = super()._get_allowed_images()
+        names = self.profile().get("images")
+        if names is None or not isinstance(allowed, dict) or not allowed:
+            return allowed
+        return {k: v for k, v in allowed.items() if k in names}
+
+    # --- the form and user_options ---------------------------------------------------------
+
+    async def get_options_form(self) -> str:
+        images = self._get_allowed_images()
+        profile = self.profile()
+        parts = []
+        if isinstance(images, dict) and len(images) > 1:
+            options = "".join(
+                f'<option value="{html.escape(name)}">{html.escape(name)}</option>'
+                for name in images
+            )
+            parts.append(
+                '<label for="image">Image</label>'
+                f'<select class="form-control" name="image" id="image">{options}</select>'
+            )
+        max_gpus = int(profile.get("max_gpus", 0))
+        if max_gpus > 0 and self.policy.name in ("exclusive", "shared", "pinned"):
+            free, total = free_count(self.policy, await self.holdings())
+            default = self._default_count()
+            counts = "".join(
+                f'<option value="{n}"{" selected" if n == default else ""}>{n}</option>'
+                for n in range(max_gpus + 1)
+            )
+            status = (
+                f"{free} of {total} GPUs are free right now"
+                if total
+                else "your GPUs are assigned to you"
+            )
+            parts.append(
+                '<label for="gpus">GPUs</label>'
+                f'<select class="form-control" name="gpus" id="gpus">{counts}</select>'
+                f'<p class="help-block" id="gpus-free">{status}</p>'
+            )
+        return "\n".join(parts)
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:  # type: ignore[override]
+        options: dict[str, Any] = {}
+        if formdata.get("image"):
+            options["image"] = formdata["image"][0]
+        if formdata.get("gpus"):
+            options["gpus"] = formdata["gpus"][0]
+        return options
+
+    def _default_count(self) -> int:
+        if self.default_gpus is not None:
+            return int(self.default_gpus)
+        gpus = int(self.profile().get("max_gpus", 0))
+        return 1 if gpus >= 1 and self.policy.name in ("exclusive", "shared", "pinned") else 0
+
+    def _requested_gpus(self) -> int:
+        value = self.user_options.get("gpus", self._default_count())
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise GPURequestError(400, f"gpus must be a whole number, got {value!r}") from None
+        if count < 0:
+            raise GPURequestError(400, f"gpus must be 0 or more, got {count}")
+        return count
+
+    # --- the engine's view -----------------------------------------------------------------
+
+    async def holdings(self) -> list[Holding]:
+        """Who holds which GPUs now, from the labels of this environment's containers."""
+        containers = await self.docker(
+            "containers", all=True, filters={"label": [f"{LABEL_ENV}={self.hubops_environment}"]}
+        )
+        out = []
+        for c in containers:
+            labels = c.get("Labels") or {}
+            if c.get("State") not in HOLDING_STATES or not labels.get(LABEL_GPUS):
+                continue
+            out.append(
+                Holding(
+                    user=labels.get(LABEL_USER, "?"),
+                    server=labels.get(LABEL_SERVER, ""),
+                    gpus=tuple(labels[LABEL_GPUS].split(",")),
+                )
+            )
+        return out
+
+    # --- spawning --------------------------------------------------------------------------
+
+    async def start(self) -> Any:
+        profile = self.profile()
+        for key in ("mem_limit", "cpu_limit"):
+            if profile.get(key) is not None:
+                setattr(self, key, profile[key])
+        self._gpu_count = self._requested_gpus()
+        limit = int(profile.get("max_gpus", 0))
+        if self._gpu_count > limit and self.policy.name not in ("none", "all"):
+            raise GPURequestError(
+                403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {self._gpu_count}"
+            )
+        return await super().start()
+
+    async def create_object(self) -> Any:
+        count = getattr(self, "_gpu_count", self._default_count())
+        async with _ALLOCATION_LOCK:
+            holdings = await self.holdings()
+            mine = sum(
+                len(h.gpus) for h in holdings if h.user == self.user.name and h.server != self.name
+            )
+            limit = int(self.profile().get("max_gpus", 0))
+            if count and mine + count > limit and self.policy.name not in ("none", "all"):
+                raise GPURequestError(
+                    403,
+                    f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
+                    "stop another server first",
+                )
+            try:
+                ids = allocate(self.policy, holdings, count, self.user.name, self._groups())
+            except NoGPUAvailable as exc:
+                raise GPURequestError(503, str(exc)) from None
+            self._set_gpu_request(ids)
+            return await super().create_object()
+
+    def _set_gpu_request(self, ids: list[str] | None) -> None:
+        if ids is None:
+            requests = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+        elif ids:
+            requests = [{"driver": "nvidia", "device_ids": ids, "capabilities": [["gpu"]]}]
+        else:
+            requests = []
+        host_config = dict(self.extra_host_config or {})
+        host_config["device_requests"] = requests
+        self.extra_host_config = host_config
+        create = dict(self.extra_create_kwargs or {})
+        labels = dict(create.get("labels") or {})
+        labels.update(
+            {
+                LABEL_USER: self.user.name,
+                LABEL_SERVER: self.name,
+                LABEL_STARTED: str(int(time.time())),
+            }
+        )
+        if ids is None:
+            labels[LABEL_GPUS] = "all"
+        elif ids:
+            labels[LABEL_GPUS] = ",".join(ids)
+        else:
+            labels.pop(LABEL_GPUS, None)  # no GPU: no label, so the server holds nothing
+        create["labels"] = labels
+        self.extra_create_kwargs = create
+
+    async def poll(self) -> Any:
+        """Besides DockerSpawner's check: stop a server older than its group's max_age."""
+        status = await super().poll()
+        max_age = int(self.profile().get("max_age") or 0)
+        if status is None and max_age and self.container_id:
+            info = await self.docker("inspect_container", self.container_id)
+            started = int((info.get("Config", {}).get("Labels") or {}).get(LABEL_STARTED, 0))
+            if started and time.time() - started > max_age:
+                self.log.info("%s's server is older than %ss: stopping it", self.user.name, max_age)
+                await self.stop()
+                return 0
+        return status

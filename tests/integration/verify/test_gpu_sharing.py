@@ -1,0 +1,222 @@
+"""GPU sharing on the SIMULATED lab host (4 fake GPUs; GPU 3 has 2 MIG devices): allocation
+and release, pinned and MIG IDs, the empty-pool message, allocation across a hub restart,
+20 concurrent spawns against a 4-GPU exclusive pool, and culling giving GPUs back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.conftest import SIMULATED_GPUS
+from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.hub import HubClient
+from tests.support.wait import wait_for
+
+POOL = [str(g.index) for g in SIMULATED_GPUS]
+MIG = SIMULATED_GPUS[3].mig
+
+
+def stop_all(admin: HubClient) -> None:
+    for user in admin.api("GET", "users").json():
+        if user.get("servers"):
+            admin.stop_server(user["name"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exclusive(target: Target, alice: LoggedIn) -> Iterator[None]:
+    """The module runs with gpu.policy exclusive over the 4 simulated GPUs; then back."""
+    if not target.simulated:
+        pytest.skip("GPU sharing tests run on the SIMULATED lab host (without --env)")
+    stop_all(alice.client)
+    target.configure(gpu={"policy": "exclusive", "pool": POOL})
+    yield
+    stop_all(alice.client)
+    target.configure(gpu={"policy": "all"}, culling={"enabled": False})
+    alice.client.start_server("alice")  # the later suites expect alice's server
+
+
+def holdings(target: Target) -> dict[str, str]:
+    """container name -> its GPU label, for this environment's user containers."""
+    out = target.host.check_output(
+        "docker ps --filter label=org.hubops.environment=%s --filter label=org.hubops.gpus "
+        "--format '{{.Names}} {{.Label \"org.hubops.gpus\"}}'",
+        target.name,
+    )
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def visible_devices(target: Target, container: str) -> str:
+    """NVIDIA_VISIBLE_DEVICES as the container's processes see it (Docker sets it from the
+    device request when the container starts)."""
+    out = target.in_container(container, "tr '\\0' '\\n' < /proc/1/environ").stdout
+    return next(
+        (e.split("=", 1)[1] for e in out.splitlines() if e.startswith("NVIDIA_VISIBLE_DEVICES=")),
+        "",
+    )
+
+
+def device_ids(target: Target, container: str) -> list[str]:
+    """The device IDs in the container's device request."""
+    info = json.loads(target.host.check_output("docker inspect %s", container))[0]
+    requests = info["HostConfig"].get("DeviceRequests") or []
+    return [i for r in requests for i in (r.get("DeviceIDs") or [])]
+
+
+def restart(admin: HubClient, user: str, **options: object) -> None:
+    if admin.server_ready(user):
+        admin.stop_server(user)
+    admin.start_server(user, **options)
+
+
+def test_a_server_gets_its_own_gpu_and_gives_it_back(target: Target, alice: LoggedIn) -> None:
+    admin = alice.client
+    restart(admin, "alice", gpus=1)
+    held = holdings(target)
+    ids = held[alice.container].split(",")
+    assert len(ids) == 1, f"one GPU for alice: {held}"
+    assert device_ids(target, alice.container) == ids, "the exact ID is in the device request"
+    assert visible_devices(target, alice.container) == ids[0], "and reaches the container"
+    seen = target.in_container(alice.container, "nvidia-smi -L").stdout
+    listed = [line for line in seen.splitlines() if line.startswith("GPU ")]
+    assert len(listed) == 1, f"alice sees exactly her GPU: {seen}"
+    admin.stop_server("alice")
+    wait_for(lambda: alice.container not in holdings(target), 30, "the GPU to come back")
+    restart(admin, "alice", gpus=0)
+    assert alice.container not in holdings(target), "gpus=0 holds no GPU"
+    admin.stop_server("alice")
+
+
+def test_the_form_shows_how_many_gpus_are_free(target: Target, alice: LoggedIn) -> None:
+    if alice.client.server_ready("alice"):
+        alice.client.stop_server("alice")
+    page = alice.client.session.get(
+        alice.client.url("/hub/spawn"), verify=target.verify, timeout=30
+    )
+    assert page.status_code == 200, f"{page.status_code}: {page.text[-1500:]}"
+    assert 'id="gpus-free"' in page.text, "the spawn form has the GPU chooser"
+    assert "4 of 4 GPUs are free right now" in page.text, page.text[-2000:]
+
+
+def test_twenty_concurrent_spawns_never_double_assign(target: Target, alice: LoggedIn) -> None:
+    """20 users ask for 1 GPU each at once: 4 get one, 16 get the clear message, 0 doubles."""
+    admin = alice.client
+    if admin.server_ready("alice"):
+        admin.stop_server("alice")
+    users = [f"load{n:02d}" for n in range(20)]
+    for user in users:
+        assert admin.api("POST", f"users/{user}").status_code in (201, 409)
+
+    def spawn(user: str) -> tuple[str, int, str]:
+        r = admin.api("POST", f"users/{user}/server", json={"gpus": 1}, timeout=120)
+        message = (
+            r.json().get("message", "")
+            if r.headers.get("content-type", "").startswith("application/json") and r.text
+            else ""
+        )
+        return user, r.status_code, message
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(spawn, users))
+    held = wait_for(lambda: (h := holdings(target)) and len(h) >= 4 and h, 120, "4 grants")
+    seconds = time.monotonic() - start
+    granted = [u for u, status, _ in results if status in (201, 202)]
+    refused = [(u, m) for u, status, m in results if status not in (201, 202)]
+    gpus = [gpu for value in held.values() for gpu in value.split(",")]
+    doubles = len(gpus) - len(set(gpus))
+    print(
+        f"concurrent spawns: {len(users)}, grants: {len(held)}, refusals: {len(refused)}, "
+        f"double assignments: {doubles}, {seconds:.1f}s"
+    )
+    assert doubles == 0, f"a GPU was assigned twice: {held}"
+    assert sorted(gpus) == POOL, f"all 4 GPUs are handed out once: {held}"
+    assert len(granted) == 4, f"4 spawns granted, got {len(granted)}: {results}"
+    assert len(refused) == 16, f"16 refused: {refused}"
+    for user, message in refused:
+        assert "all 4 GPUs are in use (by 4 servers)" in message, f"{user}: {message!r}"
+
+
+def test_the_empty_pool_message_reaches_the_progress_stream(
+    target: Target, alice: LoggedIn
+) -> None:
+    admin = alice.client
+    assert len(holdings(target)) == 4, "the previous test left the pool full"
+    admin.api("POST", "users/alice/server", json={"gpus": 1}, timeout=60)
+    events = admin.progress("alice")
+    last = events[-1]
+    assert last.get("failed"), f"the spawn must fail: {events}"
+    assert last["message"] == (
+        "Spawn failed: all 4 GPUs are in use (by 4 servers); try again later or start without a GPU"
+    ), last
+
+
+def test_the_empty_pool_message_reaches_the_browser(target: Target, alice: LoggedIn) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.verify.conftest import USERS
+    from tests.integration.verify.test_browser import CHROMIUM_ARGS
+
+    bob = next(u for u in USERS if u.username == "bob")
+    assert len(holdings(target)) == 4, "the pool is still full"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_context(ignore_https_errors=True).new_page()
+        page.goto(f"{target.url}/hub/oauth_login", timeout=30_000)
+        page.fill("#username", bob.username)
+        page.fill("#password", bob.password)
+        page.click("#sign-in")
+        page.wait_for_url("**/hub/**", timeout=60_000)
+        page.goto(f"{target.url}/hub/spawn/bob", timeout=30_000)
+        if page.locator("#gpus").count():
+            page.select_option("#gpus", "1")
+            page.click("input[type=submit], button[type=submit]")
+        page.get_by_text("all 4 GPUs are in use").wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        browser.close()
+    # the spawn fails at once, so the hub shows the form again with the error above it
+    assert (
+        "Error: all 4 GPUs are in use (by 4 servers); try again later or start without a GPU"
+        in text
+    ), text[-1000:]
+    assert "0 of 4 GPUs are free right now" in text, "the form says what is free"
+
+
+def test_allocation_survives_a_hub_restart(target: Target, alice: LoggedIn) -> None:
+    before = holdings(target)
+    target.configure(
+        singleuser={"image": "base", "mem_limit": "1G", "cpu_limit": 0.5, "start_timeout": 125}
+    )
+    after = holdings(target)
+    assert after == before, f"the new hub must not forget holdings: {before} -> {after}"
+    r = alice.client.api("POST", "users/alice/server", json={"gpus": 1}, timeout=60)
+    events = alice.client.progress("alice")
+    assert events[-1].get("failed"), f"still no GPU free after the restart: {r.text} {events}"
+    stop_all(alice.client)
+    wait_for(lambda: holdings(target) == {}, 60, "every GPU back once the servers stop")
+
+
+def test_pinned_and_mig_ids_reach_the_container(target: Target, alice: LoggedIn) -> None:
+    target.configure(
+        gpu={"policy": "pinned", "pinned_users": {"alice": [MIG[1]]}, "pinned_groups": {}}
+    )
+    restart(alice.client, "alice", gpus=1)
+    assert device_ids(target, alice.container) == [MIG[1]], "the MIG UUID is passed as is"
+    assert visible_devices(target, alice.container) == MIG[1]
+    seen = target.in_container(alice.container, "nvidia-smi -L").stdout
+    assert MIG[1] in seen, f"alice sees her MIG device: {seen}"
+    alice.client.stop_server("alice")
+
+
+def test_culling_gives_gpus_back(target: Target, alice: LoggedIn) -> None:
+    target.configure(
+        gpu={"policy": "exclusive", "pool": POOL},
+        culling={"enabled": True, "timeout": 15, "every": 5},
+    )
+    restart(alice.client, "alice", gpus=1)
+    assert alice.container in holdings(target)
+    wait_for(lambda: alice.container not in holdings(target), 120, "the culler to stop alice")
+    assert not alice.client.server_ready("alice"), "the idle server was culled"
