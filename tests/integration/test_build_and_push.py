@@ -4,10 +4,12 @@ loopback with htpasswd auth. Pushed images are pulled back and compared by diges
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import bcrypt
 import docker
@@ -20,6 +22,7 @@ from hubops.build import BuiltImage, build
 from hubops.push import PushError, push
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.apt import ensure_commands
+from tests.support.labhost import LabHost
 from tests.support.net import free_port
 from tests.support.wait import wait_for
 
@@ -174,3 +177,45 @@ def test_ca_bundle_path_that_does_not_exist_is_one_clear_error(checkout: Checkou
     )
     with pytest.raises(ConfigError, match=r"mirrors.ca_bundle: got '/nonexistent/ca.pem'"):
         check(checkout.root, "local")
+
+
+def test_deploy_pulls_from_the_registry(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    registry: Registry,
+    lab: LabHost,
+    tmp_path: Path,
+) -> None:
+    """A deploy to the lab host pulls the pushed images (logged in through a throwaway
+    DOCKER_CONFIG: the registry password is left nowhere on the host)."""
+    from tests.integration.deploy.conftest import make_deployment, tear_down
+
+    checkout = Checkout(tmp_path / "co")
+    shutil.copytree(REPO_ROOT / "config" / "environments", checkout.root / "config/environments")
+    d = make_deployment(
+        checkout,
+        tmp_path / "d",
+        lab.client,
+        extra=lab.env_yaml()
+        + f"registry:\n  url: '{registry.address}'\n  username: {REGISTRY_USER}\n"
+        "  insecure: true\n",
+    )
+    d.set("paths.docker_socket", lab.docker_host.removeprefix("unix://"))
+    d.secrets["registry_password"] = SecretStr(REGISTRY_PASSWORD)
+    try:
+        build(docker_client, REPO_ROOT, d.env)  # cached: tags the images for the registry
+        push(docker_client, d.env, REPO_ROOT, {"registry_password": SecretStr(REGISTRY_PASSWORD)})
+        result = d.deploy()
+        pulled = [x for x in result.done if x.startswith("fetched ")]
+        assert len(pulled) == 3, f"proxy, hub and singleuser pulled: {result.done}"
+        assert all(registry.address in x for x in pulled), pulled
+        assert requests.get(f"{d.url}/hub/health", timeout=5).status_code == 200
+        leftovers = subprocess.run(
+            ["grep", "-rl", REGISTRY_PASSWORD, "/root/.docker", str(d.root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        assert leftovers == "", f"the registry password was left in {leftovers}"
+    finally:
+        tear_down(d)
