@@ -54,3 +54,10 @@ def integration(session: nox.Session) -> None:
     """Integration tests on real parts: Docker engine, registry (started by the fixtures)."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/integration", *session.posargs)
+
+
+@nox.session(default=False, tags=["bench"])
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not tests): hubops vs a hand-made setup; writes results/bench-*/."""
+    session.install("-e", ".[test,bench]")
+    session.run("python", "-m", "bench.run", *session.posargs)

@@ -116,7 +116,10 @@ class HubSettings(Section):
         "(usually 80). Unset: plain http is refused.",
     )
     concurrent_spawn_limit: int = Field(
-        20, ge=1, description="How many user servers may be starting at the same time."
+        100,
+        ge=1,
+        description="How many user servers may be starting at the same time; more logins "
+        "are refused (HTTP 429), not queued, so keep it above the size of a class.",
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dockerspawner import DockerSpawner
@@ -47,6 +48,13 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="Per-group choices, first match wins: groups, images (display names), max_gpus "
         "(per user), mem_limit, cpu_limit, max_age (seconds, 0: none).",
     )
+    docker_threads = Integer(
+        8,
+        config=True,
+        help="Threads for calls to the Docker engine, shared by all spawners. DockerSpawner "
+        "uses one, so a class of users logging in at once waits in a queue of container "
+        "creates and starts; docker-py's connection pool holds 10.",
+    )
     default_gpus = Integer(
         None,
         allow_none=True,
@@ -54,6 +62,13 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="GPUs asked for when a request names none; unset: 1 where the user's profile "
         "allows GPUs, else 0.",
     )
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        cls = type(self)
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="docker")
+        return cls._executor
 
     # --- who may do what -------------------------------------------------------------------
 
@@ -181,7 +196,34 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             raise GPURequestError(
                 403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {self._gpu_count}"
             )
-        return await super().start()
+        ip_port = await super().start()
+        await self._wait_listening(*ip_port)
+        return ip_port
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """Return as soon as the server accepts connections, trying every 0.1 s.
+
+        The hub's own check (jupyterhub.utils.exponential_backoff) sleeps a random 0-0.2 s,
+        0-0.4 s, 0-0.8 s... between tries, so a server that is up after 1.5 s is often seen
+        only at 2-3 s. Jupyter Server binds its port once its extensions are loaded, so an
+        accepted connection means it is about to answer. A refused connection costs the hub
+        a system call (no HTTP client, whose queue the hub's proxy calls share). The loop
+        ends early when the container has stopped or http_timeout has passed; the hub's own
+        check follows in every case and decides, as it does without this.
+        """
+        deadline = time.monotonic() + self.http_timeout
+        tries = 0
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            tries += 1
+            if tries % 20 == 0 and await self.poll() is not None:
+                return
+            await asyncio.sleep(0.1)
 
     async def create_object(self) -> Any:
         count = getattr(self, "_gpu_count", self._default_count())

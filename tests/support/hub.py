@@ -36,14 +36,14 @@ class HubClient:
             token = self._cookie("_xsrf", "/hub")
         return token or ""
 
-    def login(self, username: str, password: str) -> requests.Response:
+    def login(self, username: str, password: str, timeout: float = 20) -> requests.Response:
         """POST the hub's login form (shared-password or any form authenticator)."""
         xsrf = self._xsrf()
         return self.session.post(
             self.url("/hub/login"),
             data={"username": username, "password": password, "_xsrf": xsrf},
             verify=self.verify,
-            timeout=20,
+            timeout=timeout,
             allow_redirects=True,
         )
 

@@ -81,3 +81,69 @@ def test_the_form_offers_what_the_profile_allows() -> None:
         "image": "PyTorch",
         "gpus": "2",
     }
+
+
+def test_the_spawner_returns_as_soon_as_the_server_accepts_connections() -> None:
+    """The readiness wait ends on the first accepted connection, not on the hub's backoff."""
+
+    async def scenario() -> tuple[float, int]:
+        accepted = 0
+
+        def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            writer.close()
+
+        s = spawner("u")
+        # a port that nobody listens on yet: the wait keeps trying until the server is up
+        probe = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+
+        async def open_later() -> asyncio.Server:
+            await asyncio.sleep(0.5)
+            return await asyncio.start_server(on_connect, "127.0.0.1", port)
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        later = asyncio.create_task(open_later())
+        await s._wait_listening("127.0.0.1", port)
+        took = loop.time() - start
+        server = await later
+        server.close()
+        await server.wait_closed()
+        return took, accepted
+
+    took, accepted = asyncio.run(scenario())
+    assert accepted == 1, "the wait returns on the first accepted connection"
+    assert 0.5 <= took < 5, f"returned after {took:.2f}s for a server that listened at 0.5s"
+
+
+def test_the_wait_gives_up_at_http_timeout_and_leaves_the_verdict_to_the_hub() -> None:
+    s = spawner("u")
+    s.http_timeout = 1
+    start = asyncio.run(_timed(s._wait_listening("127.0.0.1", _closed_port())))
+    assert start >= 1, "kept trying until http_timeout"
+
+
+async def _timed(awaitable: object) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await awaitable  # type: ignore[misc]
+    return loop.time() - start
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_docker_calls_run_on_several_threads() -> None:
+    """DockerSpawner's single thread queues every container create behind the others."""
+    executor = spawner("u").executor
+    assert executor._max_workers == 8
+    assert spawner("v").executor is executor, "one pool for all spawners"

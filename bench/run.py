@@ -1,0 +1,229 @@
+"""The benchmark suite: hubops and the hand-made setup, side by side, on this machine.
+
+    nox -s bench                      # everything, results in results/bench-<time>/
+    nox -s bench -- --quick           # fewer runs, no cold builds (a smoke run)
+
+Writes results.json and report.md (with matplotlib plots) into the results directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from bench import measure
+from bench.report import write_report
+from bench.stacks import REPO, HubopsStack, PlainStack, Stack, wait_healthy
+from hubops import environments
+from hubops.engine import ensure_docker, local_client
+from hubops.hosts import LocalHost
+
+
+def machine() -> dict[str, Any]:
+    cpu = subprocess.run(
+        ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    mem = subprocess.run(
+        ["sh", "-c", "grep MemTotal /proc/meminfo | awk '{print $2}'"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    client = local_client()
+    return {
+        "cpu": cpu,
+        "cores": subprocess.run(
+            ["nproc"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "memory_gib": round(int(mem or 0) / (1 << 20), 1),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "docker": client.version()["Version"],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def image_figures(client: docker.DockerClient, quick: bool) -> dict[str, Any]:
+    hub_stack = HubopsStack(client)
+    out: dict[str, Any] = {"hubops": {}, "plain": {}}
+    try:
+        if not quick:
+            start = time.monotonic()
+            built = hub_stack.build(no_cache=True)
+            out["hubops"]["cold_build_s"] = time.monotonic() - start
+            plain = PlainStack.build(client, no_cache=True)
+            out["plain"]["cold_build_s"] = sum(plain.values())
+        built = hub_stack.build()
+        start = time.monotonic()
+        built = hub_stack.build()
+        out["hubops"]["noop_build_s"] = time.monotonic() - start
+        out["hubops"]["sizes_mb"] = {b.pinned: b.size / 1e6 for b in built}
+        ids = {b.image_id for b in built}
+        data = hub_stack.env_data()
+        data["singleuser"]["mem_limit"] = "3G"  # a config-only change
+        hub_stack.set_env(data)
+        start = time.monotonic()
+        rebuilt = hub_stack.build()
+        out["hubops"]["config_change_build_s"] = time.monotonic() - start
+        out["hubops"]["config_change_rebuilt_images"] = sum(
+            1 for b in rebuilt if b.image_id not in ids
+        )
+        PlainStack.build(client)
+        start = time.monotonic()
+        PlainStack.build(client)
+        out["plain"]["noop_build_s"] = time.monotonic() - start
+        out["plain"]["sizes_mb"] = {
+            tag: client.images.get(tag).attrs["Size"] / 1e6
+            for tag in (PlainStack.HUB_IMAGE, PlainStack.SINGLEUSER_IMAGE)
+        }
+        # a hand-made setup mounts its config, so a config change rebuilds nothing either
+        out["plain"]["config_change_build_s"] = 0.0
+        out["plain"]["config_change_rebuilt_images"] = 0
+    finally:
+        hub_stack.stop()
+    return out
+
+
+def stack_figures(stack: Stack, runs: int, sizes: list[int]) -> dict[str, Any]:
+    tag = stack.name[0]
+    stack.start()
+    try:
+        measure.stop_all(stack)
+        latency = measure.spawn_latency(stack, runs, tag)
+        out: dict[str, Any] = {
+            "latency": {"runs": latency.runs, "p50_s": latency.p50, "p95_s": latency.p95}
+        }
+        out["concurrent"] = []
+        for n in sizes:
+            result = measure.concurrent_logins(stack, n, tag)
+            out["concurrent"].append(asdict(result))
+            if n == 10:
+                out["memory"] = asdict(measure.memory(stack, n))
+                out["memory"]["idle_user_mib"] = measure.Memory(**out["memory"]).idle_user_mib
+            measure.stop_all(stack)
+            print(
+                f"{stack.name}: {n} concurrent: {result.wall_s:.1f}s, {result.failures} failures",
+                *result.errors[:3],
+                sep="\n  ",
+                flush=True,
+            )
+        out["deploy"] = deploy_figures(stack)
+        return out
+    finally:
+        stack.stop()
+
+
+def concurrent_only(stack: Stack, sizes: list[int], tag: str) -> list[dict[str, Any]]:
+    stack.start()
+    try:
+        out = []
+        for n in sizes:
+            measure.stop_all(stack)
+            result = measure.concurrent_logins(stack, n, tag)
+            out.append(asdict(result))
+            print(f"{stack.name}: {n} concurrent: {result.wall_s:.1f}s, {result.failures} failures")
+        return out
+    finally:
+        stack.stop()
+
+
+def deploy_figures(stack: Stack) -> dict[str, Any]:
+    users = [f"{stack.name[0]}dep{n}" for n in range(5)]
+    for user in users:
+        measure.login_to_lab(stack, user)
+    if isinstance(stack, HubopsStack):
+        start = time.monotonic()
+        stack.deploy()
+        noop = time.monotonic() - start
+        data = stack.env_data()
+        data["singleuser"]["start_timeout"] = 301  # a config change
+
+        def change() -> Any:
+            stack.set_env(data)
+            return stack.deploy()
+    else:
+        noop = float("nan")  # there is no deploy tool: every change replaces the hub
+
+        def change() -> Any:
+            stack.redeploy()
+            wait_healthy(stack.url)
+
+    unavailable, _ = measure.availability_during(stack, change)
+    alive = measure.servers_alive(stack, users)
+    measure.stop_all(stack)
+    return {
+        "noop_deploy_s": noop,
+        "config_change_unavailable_s": unavailable,
+        "servers_before": len(users),
+        "servers_lost": len(users) - alive,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 latency runs, 1 and 10 concurrent users, no cold builds",
+    )
+    parser.add_argument("--runs", type=int, default=None, help="latency runs per setup")
+    parser.add_argument(
+        "--sizes", default=None, help="concurrent logins to measure, e.g. 1,10,30,50"
+    )
+    parser.add_argument(
+        "--stacks", default="hubops,plain", help="which setups to run (hubops, plain)"
+    )
+    parser.add_argument("--no-images", action="store_true", help="skip the image figures")
+    args = parser.parse_args(argv)
+    out = args.out or REPO / "results" / f"bench-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_docker(LocalHost())
+    client = local_client()
+    runs = args.runs or (3 if args.quick else 10)
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
+    sizes = sizes or ([1, 10] if args.quick else [1, 10, 30, 50])
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    factories = {"hubops": HubopsStack, "plain": PlainStack}
+    hubops_timeout = environments.load(REPO, "local").settings.singleuser.start_timeout
+    try:
+        if not args.no_images:
+            results["images"] = image_figures(client, args.quick)
+        for name in args.stacks.split(","):
+            stack = factories[name](client)
+            print(f"== {stack.name}", flush=True)
+            results[stack.name] = stack_figures(stack, runs, sizes)
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        plain = results.get("plain", {}).get("concurrent", [])
+        failed = [c["users"] for c in plain if c["failures"]]
+        if failed:
+            # JupyterHub's default timeouts fail a large class here; measure plain again with
+            # hubops' timeouts, so that the wall times can be compared at all.
+            stack = PlainStack(client, "plain-timeouts", timeout=hubops_timeout)
+            print(f"== {stack.name}", flush=True)
+            results["plain_timeouts"] = {
+                "timeout_s": hubops_timeout,
+                "concurrent": concurrent_only(stack, failed, "t"),
+            }
+    finally:
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_report(results, out)
+    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
