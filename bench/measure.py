@@ -61,7 +61,7 @@ def wait_ready(client: HubClient, user: str, timeout: float) -> None:
 
 def admin(stack: Stack) -> HubClient:
     client = HubClient(stack.url)
-    response = client.login("admin", ADMIN_PASSWORD)
+    response = client.login("admin", ADMIN_PASSWORD, next_url="/hub/home")
     assert response.status_code == 200, f"{stack.name}: admin login {response.status_code}"
     return client
 

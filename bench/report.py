@@ -144,7 +144,12 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
         "",
         f"Measured {m.get('date', '?')} on {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
         f"{m.get('memory_gib', '?')} GiB, Docker {m.get('docker', '?')}, {m.get('os', '?')}."
-        + (" **Quick run** (fewer samples)." if results.get("quick") else ""),
+        + (" **Quick run** (fewer samples)." if results.get("quick") else "")
+        + (
+            f" **Experiment:** `{results['experiment']}` added to hubops' config."
+            if results.get("experiment")
+            else ""
+        ),
         "",
         "hubops is compared, in the same run, with the hand-made setup it replaces "
         "(`bench/plain/`: one jupyterhub_config.py with shared-password login, DockerSpawner "
@@ -275,3 +280,31 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write a run's report somewhere else, e.g. docs/: ``python -m bench.report
+    results/bench-<time>/results.json docs --name benchmarks.md``. Plots go into a folder next
+    to the report, and bench/tuning.md (what was tuned, and why) is appended."""
+    import argparse
+    import json
+    import shutil
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--name", default="benchmarks.md")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    plot_dir = args.out / Path(args.name).stem
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    report = write_report(results, plot_dir, image_prefix=f"{plot_dir.name}/")
+    tuning = Path(__file__).with_name("tuning.md").read_text()
+    (args.out / args.name).write_text(report.read_text() + "\n" + tuning)
+    report.unlink()
+    shutil.copy(args.results, plot_dir / "results.json")
+    print(args.out / args.name)
+
+
+if __name__ == "__main__":
+    main()

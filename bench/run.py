@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         "--stacks", default="hubops,plain", help="which setups to run (hubops, plain)"
     )
     parser.add_argument("--no-images", action="store_true", help="skip the image figures")
+    parser.add_argument(
+        "--experiment",
+        default="",
+        help="config lines appended to hubops' rendered config, to measure a change "
+        "before making it, e.g. 'c.JupyterHub.concurrent_spawn_limit = 10'",
+    )
     args = parser.parse_args(argv)
     out = args.out or REPO / "results" / f"bench-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
     sizes = sizes or ([1, 10] if args.quick else [1, 10, 30, 50])
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    factories = {"hubops": HubopsStack, "plain": PlainStack}
+    factories = {"hubops": partial(HubopsStack, extra_config=args.experiment), "plain": PlainStack}
+    results["experiment"] = args.experiment
     hubops_timeout = environments.load(REPO, "local").settings.singleuser.start_timeout
     try:
         if not args.no_images:

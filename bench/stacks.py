@@ -82,8 +82,9 @@ class Stack:
 class HubopsStack(Stack):
     """`local`, deployed by hubops into a scratch directory on a free port."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, extra_config: str = "") -> None:
         super().__init__("hubops", client)
+        self.extra_config = extra_config  # appended to the rendered config: A/B experiments
         self.env_name = f"bench{uuid.uuid4().hex[:5]}"
         self.checkout = self.root / "checkout"
         shutil.copytree(REPO / "config" / "environments", self.checkout / "config" / "environments")
@@ -125,6 +126,8 @@ class HubopsStack(Stack):
         env = self.env()
         rendered = render(self.checkout, env, images.revisions(REPO))
         text = (rendered.directory / "jupyterhub_config.py").read_text()
+        if self.extra_config:
+            text += f"\n# bench experiment\n{self.extra_config}\n"
         return deploy(
             LocalHost(),
             rendered.plan,

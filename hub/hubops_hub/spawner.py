@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dockerspawner import DockerSpawner
@@ -48,13 +47,6 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="Per-group choices, first match wins: groups, images (display names), max_gpus "
         "(per user), mem_limit, cpu_limit, max_age (seconds, 0: none).",
     )
-    docker_threads = Integer(
-        8,
-        config=True,
-        help="Threads for calls to the Docker engine, shared by all spawners. DockerSpawner "
-        "uses one, so a class of users logging in at once waits in a queue of container "
-        "creates and starts; docker-py's connection pool holds 10.",
-    )
     default_gpus = Integer(
         None,
         allow_none=True,
@@ -62,13 +54,6 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="GPUs asked for when a request names none; unset: 1 where the user's profile "
         "allows GPUs, else 0.",
     )
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        cls = type(self)
-        if cls._executor is None:
-            cls._executor = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="docker")
-        return cls._executor
 
     # --- who may do what -------------------------------------------------------------------
 

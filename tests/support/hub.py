@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -36,11 +37,15 @@ class HubClient:
             token = self._cookie("_xsrf", "/hub")
         return token or ""
 
-    def login(self, username: str, password: str, timeout: float = 20) -> requests.Response:
-        """POST the hub's login form (shared-password or any form authenticator)."""
+    def login(
+        self, username: str, password: str, timeout: float = 20, next_url: str = ""
+    ) -> requests.Response:
+        """POST the hub's login form (shared-password or any form authenticator); with
+        ``next_url`` (e.g. /hub/home) the hub goes there instead of starting the server."""
         xsrf = self._xsrf()
+        query = f"?{urlencode({'next': next_url})}" if next_url else ""
         return self.session.post(
-            self.url("/hub/login"),
+            self.url(f"/hub/login{query}"),
             data={"username": username, "password": password, "_xsrf": xsrf},
             verify=self.verify,
             timeout=timeout,

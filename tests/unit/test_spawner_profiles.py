@@ -140,10 +140,3 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def test_docker_calls_run_on_several_threads() -> None:
-    """DockerSpawner's single thread queues every container create behind the others."""
-    executor = spawner("u").executor
-    assert executor._max_workers == 8
-    assert spawner("v").executor is executor, "one pool for all spawners"

@@ -61,3 +61,14 @@ def test_no_node_in_the_hub_image(hub: BuiltImage, run_container: Runner) -> Non
     """The proxy has its own image, so the hub carries no Node.js."""
     host = run_container(hub.pinned)
     assert not host.exists("node"), "node is in the hub image"
+
+
+def test_rfc3987_syntax_is_gone_without_breaking_a_requirement(
+    hub: BuiltImage, run_container: Runner
+) -> None:
+    """It builds ~35 Lark parsers whenever jupyter_events is imported (the hub starts 2 s
+    slower); jsonschema skips the iri formats without it, and no Jupyter schema uses them."""
+    host = run_container(hub.pinned)
+    assert host.run("python3 -c 'import rfc3987_syntax'").rc != 0, "rfc3987_syntax is back"
+    check = host.run("pip check")
+    assert check.rc == 0, f"pip check in {hub.pinned}: {check.stdout}{check.stderr}"

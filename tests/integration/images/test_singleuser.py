@@ -78,3 +78,19 @@ def test_trusts_the_configured_ca_bundle(image: BuiltImage, run_container: Runne
     extra = host.file("/usr/local/share/ca-certificates/hubops-extra.crt")
     assert extra.exists, "the configured CA bundle did not reach the trust store"
     assert host.file("/etc/ssl/certs/ca-certificates.crt").contains("BEGIN CERTIFICATE")
+
+
+def test_start_up_costs_are_trimmed(image: BuiltImage, run_container: Runner) -> None:
+    """What the bench showed slow stays out: rfc3987-syntax (Lark parsers built at import)
+    is gone without breaking a requirement, and the idle server extensions are off."""
+    host = run_container(image.pinned)
+    gone = host.run("python3 -c 'import rfc3987_syntax'")
+    assert gone.rc != 0, f"rfc3987_syntax is back in {image.pinned}: a requirement pulled it in"
+    check = host.run("pip check")
+    assert check.rc == 0, f"pip check in {image.pinned}: {check.stdout}{check.stderr}"
+    assert host.run("python3 -c 'import jupyter_events.logger'").rc == 0
+    off = host.check_output(
+        'python3 -c "from jupyter_server.serverapp import ServerApp; a = ServerApp(); '
+        'a.load_config_file(); print(sorted(k for k, v in a.jpserver_extensions.items() if not v))"'
+    )
+    assert off == "['jupyter_lsp', 'notebook_shim']", f"turned off: {off}"
