@@ -294,13 +294,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--name", default="benchmarks.md")
+    parser.add_argument("--note", default="", help="a paragraph put under the title")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     plot_dir = args.out / Path(args.name).stem
     plot_dir.mkdir(parents=True, exist_ok=True)
     report = write_report(results, plot_dir, image_prefix=f"{plot_dir.name}/")
     tuning = Path(__file__).with_name("tuning.md").read_text()
-    (args.out / args.name).write_text(report.read_text() + "\n" + tuning)
+    text = report.read_text()
+    if args.note:
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n{args.note}\n{rest}"
+    (args.out / args.name).write_text(text + "\n" + tuning)
     report.unlink()
     shutil.copy(args.results, plot_dir / "results.json")
     print(args.out / args.name)

@@ -56,11 +56,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def image_figures(client: docker.DockerClient, quick: bool) -> dict[str, Any]:
+def image_figures(client: docker.DockerClient, skip_cold: bool) -> dict[str, Any]:
     hub_stack = HubopsStack(client)
     out: dict[str, Any] = {"hubops": {}, "plain": {}}
     try:
-        if not quick:
+        if not skip_cold:
             start = time.monotonic()
             built = hub_stack.build(no_cache=True)
             out["hubops"]["cold_build_s"] = time.monotonic() - start
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         "--stacks", default="hubops,plain", help="which setups to run (hubops, plain)"
     )
     parser.add_argument("--no-images", action="store_true", help="skip the image figures")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold builds only")
     parser.add_argument(
         "--experiment",
         default="",
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     hubops_timeout = environments.load(REPO, "local").settings.singleuser.start_timeout
     try:
         if not args.no_images:
-            results["images"] = image_figures(client, args.quick)
+            results["images"] = image_figures(client, args.quick or args.no_cold)
         for name in args.stacks.split(","):
             stack = factories[name](client)
             print(f"== {stack.name}", flush=True)
