@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from hubops import environments, images
 from hubops.build import build as build_images
 from hubops.deploy import DeployResult, deploy
+from hubops.engine import BUILD_NETWORK
 from hubops.hosts import LocalHost
 from hubops.render import render
 from hubops.target import image_fetcher
@@ -198,7 +199,7 @@ class PlainStack(Stack):
                 rm=True,
                 nocache=no_cache,
                 decode=True,
-                network_mode="hubops-build",
+                network_mode=BUILD_NETWORK,  # made by hubops.build, which runs first
             ):
                 if "error" in chunk:
                     raise RuntimeError(f"building {tag}: {chunk['error']}")
