@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.models import AuthorizationCodeMixin, ClientMixin
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -182,7 +183,11 @@ def create_app(provider: Provider) -> Flask:
         ):
             form = LOGIN_FORM.format(client="", error="Wrong username or password.")
             return Response(form, status=401)
-        return server.create_authorization_response(grant_user=user)
+        try:
+            grant = server.get_consent_grant(end_user=user)
+        except OAuth2Error as error:
+            return server.handle_error_response(server.create_oauth2_request(None), error)
+        return server.create_authorization_response(grant_user=user, grant=grant)
 
     def token() -> Any:
         provider.token_requests.append(
