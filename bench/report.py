@@ -67,30 +67,31 @@ def _met(key: str, value: float, s: dict[str, Any]) -> str:
     return "met" if ok else "**not met**"
 
 
+def _bars(ax: Any, labels: list[str], hubops: list[float], plain: list[float]) -> None:
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], hubops, 0.4, label="hubops")
+    ax.bar([i + 0.2 for i in x], plain, 0.4, label="plain")
+    ax.set_xticks(list(x), labels)
+
+
 def plots(results: dict[str, Any], out: Path) -> list[str]:
     files = []
+
+    def save(fig: Any, ax: Any, name: str, title: str, ylabel: str) -> None:
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        files.append(name)
+        plt.close(fig)
+
     h, p = results.get("hubops", {}), results.get("plain", {})
     if h.get("latency") and p.get("latency"):
         fig, ax = plt.subplots(figsize=(5, 3))
-        labels = ["p50", "p95"]
-        x = range(len(labels))
-        ax.bar(
-            [i - 0.2 for i in x],
-            [h["latency"]["p50_s"], h["latency"]["p95_s"]],
-            0.4,
-            label="hubops",
-        )
-        ax.bar(
-            [i + 0.2 for i in x], [p["latency"]["p50_s"], p["latency"]["p95_s"]], 0.4, label="plain"
-        )
-        ax.set_xticks(list(x), labels)
-        ax.set_ylabel("seconds")
-        ax.set_title("login to JupyterLab ready")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "latency.png", dpi=100)
-        files.append("latency.png")
-        plt.close(fig)
+        keys = ["p50_s", "p95_s"]
+        _bars(ax, ["p50", "p95"], [h["latency"][k] for k in keys], [p["latency"][k] for k in keys])
+        save(fig, ax, "latency.png", "login to JupyterLab ready", "seconds")
     if h.get("concurrent") and p.get("concurrent"):
         fig, ax = plt.subplots(figsize=(5, 3))
         t = results.get("plain_timeouts", {})
@@ -100,31 +101,23 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
                 xs = [c["users"] for c in runs]
                 ax.plot(xs, [c["wall_s"] for c in runs], marker="o", label=name)
         ax.set_xlabel("users logging in at once")
-        ax.set_ylabel("seconds until all ready")
-        ax.set_title("concurrent logins (runs without failures)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "concurrent.png", dpi=100)
-        files.append("concurrent.png")
-        plt.close(fig)
+        save(
+            fig,
+            ax,
+            "concurrent.png",
+            "concurrent logins (runs without failures)",
+            "seconds until all ready",
+        )
     if h.get("memory") and p.get("memory"):
         fig, ax = plt.subplots(figsize=(5, 3))
-        keys = [
-            ("idle_user_mib", "user server"),
-            ("hub_rss_mib", "hub"),
-            ("proxy_rss_mib", "proxy"),
-        ]
-        x = range(len(keys))
-        ax.bar([i - 0.2 for i in x], [h["memory"][k] for k, _ in keys], 0.4, label="hubops")
-        ax.bar([i + 0.2 for i in x], [p["memory"][k] for k, _ in keys], 0.4, label="plain")
-        ax.set_xticks(list(x), [label for _, label in keys])
-        ax.set_ylabel("MiB (RSS)")
-        ax.set_title("memory with 10 idle users")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "memory.png", dpi=100)
-        files.append("memory.png")
-        plt.close(fig)
+        keys = ["idle_user_mib", "hub_rss_mib", "proxy_rss_mib"]
+        _bars(
+            ax,
+            ["user server", "hub", "proxy"],
+            [h["memory"][k] for k in keys],
+            [p["memory"][k] for k in keys],
+        )
+        save(fig, ax, "memory.png", "memory with 10 idle users", "MiB (RSS)")
     return files
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -30,28 +30,19 @@ from hubops.hosts import LocalHost
 
 
 def machine() -> dict[str, Any]:
-    cpu = subprocess.run(
-        ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    mem = subprocess.run(
-        ["sh", "-c", "grep MemTotal /proc/meminfo | awk '{print $2}'"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    client = local_client()
+    def field(path: str, key: str) -> str:
+        line = next((ln for ln in Path(path).read_text().splitlines() if ln.startswith(key)), "")
+        return line.partition(":")[2].strip()
+
+    cpu = field("/proc/cpuinfo", "model name") or "?"
+    mem_kib = int(field("/proc/meminfo", "MemTotal").split()[0])
     return {
         "cpu": cpu,
-        "cores": subprocess.run(
-            ["nproc"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "memory_gib": round(int(mem or 0) / (1 << 20), 1),
+        "cores": str(os.cpu_count()),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
         "kernel": platform.release(),
         "os": platform.platform(),
-        "docker": client.version()["Version"],
+        "docker": local_client().version()["Version"],
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
