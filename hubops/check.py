@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubops import environments, secrets
+from hubops import environments, oidc, secrets
 from hubops.environments import LoadedEnvironment
 from hubops.errors import ConfigError
 from hubops.settings import resolve_repo_path
@@ -20,6 +20,7 @@ from hubops.settings import resolve_repo_path
 class CheckReport:
     env: LoadedEnvironment
     secrets: list[secrets.SecretStatus]
+    discovered: dict[str, str] | None = None  # OIDC endpoints found by discovery (--strict)
 
     def lines(self) -> list[str]:
         s = self.env.settings
@@ -28,11 +29,14 @@ class CheckReport:
         out = [
             f"{self.env.name}: ok ({files})",
             f"  public URL   {s.public_url}  (OAuth callback {s.oauth_callback_url})",
-            f"  login        {s.auth.type}",
+            f"  login        {s.auth.type}"
+            + (f" (scopes {' '.join(s.oauth_scopes)})" if s.oauth_scopes else ""),
             f"  images       {', '.join(s.singleuser.choices.values())}",
             f"  GPU policy   {s.gpu.policy}",
             f"  target       {target}",
         ]
+        for trait, url in (self.discovered or {}).items():
+            out.append(f"  discovered   {trait} {url}")
         for st in self.secrets:
             state = (
                 f"from {st.source}"
@@ -55,8 +59,10 @@ def check(repo_root: Path, name: str, strict: bool = False) -> CheckReport:
                 "this machine; give the path of a PEM bundle (e.g. "
                 "/etc/ssl/certs/ca-certificates.crt) or remove the key"
             )
+    discovered = None
     if strict:
         secrets.resolve(repo_root, name, s)
+        discovered = oidc.check_discovery(env)
         if s.ssh is not None and s.ssh.key_file is not None:
             key = resolve_repo_path(repo_root, s.ssh.key_file)
             if not key.is_file():
@@ -66,4 +72,4 @@ def check(repo_root: Path, name: str, strict: bool = False) -> CheckReport:
                     "machine; give the private key that logs in to the hub host, or remove the "
                     "key to use ssh-agent"
                 )
-    return CheckReport(env=env, secrets=secrets.status(repo_root, name, s))
+    return CheckReport(env=env, secrets=secrets.status(repo_root, name, s), discovered=discovered)

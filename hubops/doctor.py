@@ -15,11 +15,12 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hubops_hub.oidc import discovery_url
 
 from hubops import dockerhost
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
-from hubops.plan import Plan
+from hubops.plan import OAUTH_CA_FILE, Plan
 from hubops.prepare import has_nvidia_hardware, list_gpus
 from hubops.settings import OAUTH_TYPES, Environment
 
@@ -326,25 +327,37 @@ def check_oauth(ctx: Context) -> list[Check]:
     auth = ctx.settings.auth
     if not isinstance(auth, OAUTH_TYPES):
         return [Check("oauth provider", "skip", f"{auth.type} login needs no provider")]
+    issuer = getattr(auth, "issuer", None)
     url = (
-        getattr(auth, "gitlab_url", None)
+        (discovery_url(issuer) if issuer else None)
+        or getattr(auth, "gitlab_url", None)
         or getattr(auth, "authorize_url", None)
         or getattr(auth, "github_url", "")
     )
     if ctx.probe_image is None:
         return [Check("oauth provider", "skip", "no hub image on the host yet (deploy first)")]
-    script = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)"
+    # as the hub sees it: from its image, trusting auth.ca_bundle when one is set
+    script = (
+        "import ssl, sys, urllib.request\n"
+        "c = ssl.create_default_context(cafile=sys.argv[2] or None)\n"
+        "urllib.request.urlopen(sys.argv[1], timeout=10, context=c)"
+    )
+    mount = []
+    if auth.ca_bundle is not None:
+        mount = ["--mount", f"type=bind,source={auth.ca_bundle},target={OAUTH_CA_FILE},readonly"]
     result = ctx.host.run(
         quote(
             "docker",
             "run",
             "--rm",
+            *mount,
             "--entrypoint",
             "python3",
             ctx.probe_image,
             "-c",
             script,
             str(url),
+            OAUTH_CA_FILE if mount else "",
         ),
         check=False,
         timeout=60,

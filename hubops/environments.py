@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from hubops.errors import ConfigError
-from hubops.settings import Environment
+from hubops.settings import Environment, RuleError
 
 ENV_DIR = Path("config") / "environments"
 
@@ -223,6 +223,10 @@ def _format(
     origins: Mapping[KeyPath, Origin],
     top_file: Path,
 ) -> str:
+    rule = (err.get("ctx") or {}).get("error")
+    if isinstance(rule, RuleError):  # a cross-field rule that names the key to change
+        at = _origin(origins, rule.path) or Origin(_rel(repo_root, top_file), 1)
+        return f"{at}: {'.'.join(rule.path)}: {rule}"
     model_path, yaml_path = _split_loc(err["loc"], data)
     key = ".".join(yaml_path) or "(top level)"
     where = _origin(origins, yaml_path) or Origin(_rel(repo_root, top_file), 1)

@@ -45,6 +45,15 @@ LABEL_ENV = f"{LABEL_PREFIX}.environment"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
+AUTH_MODULE = "hubops_hub.auth"
+AUTH_CLASSES = {  # auth.type -> class in AUTH_MODULE (its section in the config)
+    "gitlab": "HubopsGitLabOAuthenticator",
+    "github": "HubopsGitHubOAuthenticator",
+    "oidc": "HubopsOIDCAuthenticator",
+    "shared-password": "HubopsSharedPasswordAuthenticator",
+}
+AUTH_GROUPS_KEY = "hubops_groups"  # hubops_hub.auth.GROUPS_KEY
+OAUTH_CA_FILE = "/etc/hubops/oauth-ca.pem"  # auth.ca_bundle as mounted into the hub
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
@@ -164,51 +173,18 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         "api_url": f"http://{n['proxy']}:{PROXY_API_PORT}",
     }
 
-    auth = settings.auth
-    common: dict[str, Any] = {
-        "admin_users": sorted(auth.admin_users),
-        "allowed_users": sorted(auth.allowed_users),
-        "allow_all": auth.allow_all,
-    }
-    if isinstance(auth, SharedPasswordAuth):
-        hub["authenticator_class"] = "shared-password"
-        traits["SharedPasswordAuthenticator"] = common
-        secret_traits["SharedPasswordAuthenticator"] = {"user_password": "shared_password"}
-        if auth.admin_users:
-            secret_traits["SharedPasswordAuthenticator"]["admin_password"] = "admin_password"
-    else:
-        oauth: dict[str, Any] = {
-            **common,
-            "client_id": auth.client_id,
-            "oauth_callback_url": settings.oauth_callback_url,
-            "scope": list(auth.scopes),
-            "enable_auth_state": False,
+    auth_traits, auth_secrets = _authenticator(settings)
+    cls = AUTH_CLASSES[settings.auth.type]
+    hub["authenticator_class"] = f"{AUTH_MODULE}.{cls}"
+    traits[cls] = auth_traits
+    secret_traits[cls] = auth_secrets
+    # Admins through the admin role: JupyterHub makes its membership exact at every start,
+    # so a name removed from auth.admin_users loses admin rights at the next deploy.
+    roles: list[dict[str, Any]] = [{"name": "admin", "users": sorted(settings.auth.admin_users)}]
+    if settings.groups and not settings.uses_provider_groups:
+        hub["load_groups"] = {
+            name: {"users": sorted(members)} for name, members in sorted(settings.groups.items())
         }
-        if isinstance(auth, GitLabAuth):
-            hub["authenticator_class"] = "gitlab"
-            cls = "GitLabOAuthenticator"
-            oauth["gitlab_url"] = auth.gitlab_url
-            oauth["allowed_gitlab_groups"] = sorted(auth.allowed_groups)
-        elif isinstance(auth, GitHubAuth):
-            hub["authenticator_class"] = "github"
-            cls = "GitHubOAuthenticator"
-            oauth["github_url"] = auth.github_url
-            oauth["allowed_organizations"] = sorted(auth.allowed_groups)
-        else:
-            assert isinstance(auth, OIDCAuth)
-            hub["authenticator_class"] = "generic-oauth"
-            cls = "GenericOAuthenticator"
-            oauth.update(
-                authorize_url=auth.authorize_url,
-                token_url=auth.token_url,
-                userdata_url=auth.userdata_url,
-                username_claim=auth.username_claim,
-                claim_groups_key=auth.groups_claim,
-                allowed_groups=sorted(auth.allowed_groups),
-                manage_groups=bool(auth.allowed_groups),
-            )
-        traits[cls] = oauth
-        secret_traits[cls] = {"client_secret": "oauth_client_secret"}
 
     su = settings.singleuser
     choices = singleuser_choices(settings, revs)
@@ -233,11 +209,6 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         "gpu_policy": gpu_policy(settings),
         "profiles": [p.model_dump() for p in su.profiles],
     }
-    if settings.groups:
-        hub["load_groups"] = {
-            name: {"users": sorted(members)} for name, members in sorted(settings.groups.items())
-        }
-
     if settings.culling.enabled:
         c = settings.culling
         hub["services"] = [
@@ -253,9 +224,8 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
                 ],
             }
         ]
-        hub["load_roles"] = [
-            {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]}
-        ]
+        roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
+    hub["load_roles"] = roles
     objects = {
         "DockerSpawner": {
             "escape": PyObject(module="hubops_hub.userdirs", name="escape_username"),
@@ -273,6 +243,53 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         secret_traits=secret_traits,
         objects=objects,
     )
+
+
+def _authenticator(settings: Environment) -> tuple[dict[str, Any], dict[str, str]]:
+    """The authenticator's traits, and its secret traits (trait -> secret file name)."""
+    auth = settings.auth
+    common: dict[str, Any] = {
+        "admins": sorted(auth.admin_users),
+        "allowed_users": sorted(auth.allowed_users),
+        "allow_all": auth.allow_all,
+        # JupyterHub 5 lets every user already in the DB in when allowed_users is set; then a
+        # user removed from allowed_users or from an allowed group could still log in.
+        "allow_existing_users": False,
+    }
+    if isinstance(auth, SharedPasswordAuth):
+        secrets = {"user_password": "shared_password"}
+        if auth.admin_users:
+            secrets["admin_password"] = "admin_password"
+        return common, secrets
+    oauth: dict[str, Any] = {
+        **common,
+        "client_id": auth.client_id,
+        "oauth_callback_url": settings.oauth_callback_url,
+        "scope": settings.oauth_scopes,
+        "enable_auth_state": False,
+    }
+    if settings.uses_provider_groups:
+        oauth.update(
+            manage_groups=True,
+            allowed_groups=sorted(auth.allowed_groups),
+            auth_state_groups_key=AUTH_GROUPS_KEY,
+            static_groups={g: sorted(m) for g, m in sorted(settings.groups.items())},
+        )
+    if auth.ca_bundle is not None:
+        oauth["http_request_kwargs"] = {"ca_certs": OAUTH_CA_FILE}
+    if isinstance(auth, GitLabAuth):
+        oauth["gitlab_url"] = auth.gitlab_url
+    elif isinstance(auth, GitHubAuth):
+        oauth["github_url"] = auth.github_url
+    else:
+        assert isinstance(auth, OIDCAuth)
+        if auth.issuer is not None:
+            oauth["issuer"] = auth.issuer
+        for trait in ("authorize_url", "token_url", "userdata_url"):
+            if getattr(auth, trait) is not None:
+                oauth[trait] = getattr(auth, trait)
+        oauth.update(username_claim=auth.username_claim, groups_claim=auth.groups_claim)
+    return oauth, {"client_secret": "oauth_client_secret"}
 
 
 def user_volumes(settings: Environment) -> dict[str, Any]:
@@ -299,6 +316,11 @@ def gpu_policy(settings: Environment) -> dict[str, Any]:
         "pinned_users": {k: list(v) for k, v in g.pinned_users.items()},
         "pinned_groups": {k: list(v) for k, v in g.pinned_groups.items()},
     }
+
+
+def _oauth_ca_mount(settings: Environment) -> list[Mount]:
+    ca = getattr(settings.auth, "ca_bundle", None)
+    return [Mount(source=ca, target=OAUTH_CA_FILE)] if ca is not None else []
 
 
 def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
@@ -380,6 +402,7 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
             Mount(source=paths.config_dir, target=HUB_CONFIG_DIR),
             Mount(source=paths.data_dir, target=HUB_DATA_DIR, read_only=False),
             Mount(source=paths.user_data_dir, target=paths.user_data_dir, read_only=False),
+            *_oauth_ca_mount(settings),
         ],
         network=n["network"],
         labels={**labels, LABEL_ROLE: "hub"},

@@ -72,6 +72,15 @@ def _check_user_name(value: str) -> str:
     return value
 
 
+def _check_group_name(value: str) -> str:
+    if not value or value != value.strip() or any(ord(ch) < 32 for ch in value):
+        raise ValueError(
+            "expected a group name without surrounding spaces or control characters, e.g. "
+            "ml-lab, ml-lab/vision (a GitLab subgroup) or my-org:my-team (a GitHub team)"
+        )
+    return value
+
+
 def _check_image_choice(value: str) -> str:
     if not value or value != value.strip():
         raise ValueError("expected an image: a hubops variant name or an image reference")
@@ -91,6 +100,7 @@ IPAddress = Annotated[str, AfterValidator(_check_ip)]
 MemSize = Annotated[str, AfterValidator(_check_mem)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 UserName = Annotated[str, AfterValidator(_check_user_name)]
+GroupName = Annotated[str, AfterValidator(_check_group_name)]
 ImageChoice = Annotated[str, AfterValidator(_check_image_choice)]
 
 
@@ -145,28 +155,59 @@ class TLSSettings(Section):
         return self
 
 
+class RuleError(ValueError):
+    """A cross-field rule broken at one key: ``path`` is that key (the error names its line)."""
+
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 _ALLOWED_USERS: Any = Field(
     default_factory=list, description="User names allowed to log in (besides allowed groups)."
 )
 _ADMIN_USERS: Any = Field(
-    default_factory=list, description="User names that are JupyterHub admins."
+    default_factory=list,
+    description="User names that are JupyterHub admins (the hub's admin role). A name removed "
+    "here loses admin rights at the next deploy.",
 )
 _ALLOW_ALL: Any = Field(
     False, description="Allow every user the provider authenticates (use with care)."
 )
 _CLIENT_ID: Any = Field(description="OAuth client (application) ID registered with the provider.")
+_SCOPES: Any = Field(
+    None,
+    description="OAuth scopes to request. Unset: the least that works, which depends on "
+    "whether groups are used (see the README, 'Logins and groups').",
+)
 
 
 class _OAuthBase(Section):
     client_id: str = _CLIENT_ID
     allowed_users: list[UserName] = _ALLOWED_USERS
-    allowed_groups: list[UserName] = Field(
+    allowed_groups: list[GroupName] = Field(
         default_factory=list,
-        description="Groups whose members may log in (GitLab groups, GitHub organizations or "
-        "org:team, OIDC group claim values).",
+        description="Provider groups whose members may log in: GitLab group paths (ml-lab, "
+        "ml-lab/vision), GitHub organizations or org:team, values of the OIDC groups claim.",
     )
     admin_users: list[UserName] = _ADMIN_USERS
     allow_all: bool = _ALLOW_ALL
+    ca_bundle: HostPath | None = Field(
+        None,
+        description="CA bundle (PEM) on the hub host that signed the provider's TLS "
+        "certificate (an internal CA); the hub trusts it for its calls to the provider. "
+        "Unset: the hub image's trust store.",
+    )
+    scopes: list[str] | None = _SCOPES
 
     @model_validator(mode="after")
     def _somebody_may_log_in(self) -> _OAuthBase:
@@ -177,42 +218,137 @@ class _OAuthBase(Section):
             )
         return self
 
+    def default_scopes(self, groups: bool) -> list[str]:
+        """The least privilege that works, with or without the user's groups."""
+        raise NotImplementedError
+
+    def scope_problem(self, scopes: list[str], groups: bool) -> str | None:
+        """Why ``scopes`` cannot work (None: they can)."""
+        raise NotImplementedError
+
+    def effective_scopes(self, groups: bool) -> list[str]:
+        return list(self.scopes) if self.scopes is not None else self.default_scopes(groups)
+
+
+GITLAB_USER_SCOPES = ("read_user", "read_api", "api")  # what GitLab's /api/v4/user accepts
+GITHUB_ORG_SCOPES = ("read:org", "write:org", "admin:org")  # what shows private membership
+
 
 class GitLabAuth(_OAuthBase):
     type: Literal["gitlab"] = Field(description="Log in with a (self-hosted) GitLab.")
     gitlab_url: HttpUrl = Field(
         description="Base URL of the GitLab instance, e.g. https://gitlab.lab.example.org."
     )
-    scopes: list[str] = Field(
-        default_factory=lambda: ["read_user"],
-        description="OAuth scopes to request; read_user is enough to log in.",
+    scopes: list[str] | None = Field(
+        None,
+        description="OAuth scopes to request. Unset: read_user, plus openid when groups are "
+        "used (GitLab tells a user's groups only in its OpenID userinfo). Enable the same "
+        "scopes in the GitLab application.",
     )
+
+    def default_scopes(self, groups: bool) -> list[str]:
+        return ["read_user", "openid"] if groups else ["read_user"]
+
+    def scope_problem(self, scopes: list[str], groups: bool) -> str | None:
+        if not set(scopes) & set(GITLAB_USER_SCOPES):
+            return (
+                "GitLab answers /api/v4/user, which says who logged in, only for read_user, "
+                "read_api or api; add read_user"
+            )
+        if groups and "openid" not in scopes:
+            return (
+                "groups are used (auth.allowed_groups, profiles or pinned GPUs), and GitLab "
+                "tells a user's groups only in its OpenID userinfo, which needs the openid "
+                "scope (a read_user token gets 403 insufficient_scope from the group APIs); "
+                "add openid and enable it in the GitLab application, or remove auth.scopes"
+            )
+        return None
 
 
 class GitHubAuth(_OAuthBase):
     type: Literal["github"] = Field(description="Log in with GitHub.")
     github_url: HttpUrl = Field("https://github.com", description="GitHub (Enterprise) base URL.")
-    scopes: list[str] = Field(
-        default_factory=lambda: ["read:user"],
-        description="OAuth scopes; add read:org to check private organization membership.",
+    scopes: list[str] | None = Field(
+        None,
+        description="OAuth scopes to request. Unset: read:user, plus read:org when groups are "
+        "used (GitHub shows private organization and team membership only with read:org).",
     )
+
+    def default_scopes(self, groups: bool) -> list[str]:
+        return ["read:user", "read:org"] if groups else ["read:user"]
+
+    def scope_problem(self, scopes: list[str], groups: bool) -> str | None:
+        if groups and not set(scopes) & set(GITHUB_ORG_SCOPES):
+            return (
+                "groups are used (auth.allowed_groups, profiles or pinned GPUs), and GitHub "
+                "shows private organization and team membership only to tokens with read:org; "
+                "add read:org, or remove auth.scopes"
+            )
+        return None
 
 
 class OIDCAuth(_OAuthBase):
     type: Literal["oidc"] = Field(description="Log in with a generic OpenID Connect provider.")
-    authorize_url: HttpUrl = Field(description="The provider's authorization endpoint.")
-    token_url: HttpUrl = Field(description="The provider's token endpoint.")
-    userdata_url: HttpUrl = Field(description="The provider's userinfo endpoint.")
+    issuer: HttpUrl | None = Field(
+        None,
+        description="The provider's issuer URL, e.g. https://idp.example.org/realms/lab; the "
+        "endpoints are found at <issuer>/.well-known/openid-configuration (by `invoke check "
+        "--strict` and by the hub). https is required except on loopback.",
+    )
+    authorize_url: HttpUrl | None = Field(
+        None, description="The provider's authorization endpoint (overrides discovery)."
+    )
+    token_url: HttpUrl | None = Field(
+        None, description="The provider's token endpoint (overrides discovery)."
+    )
+    userdata_url: HttpUrl | None = Field(
+        None, description="The provider's userinfo endpoint (overrides discovery)."
+    )
     username_claim: str = Field(
         "preferred_username", description="Claim of the user info that is the user name."
     )
     groups_claim: str = Field(
         "groups", description="Claim of the user info that lists the user's groups."
     )
-    scopes: list[str] = Field(
-        default_factory=lambda: ["openid", "profile", "email"],
-        description="OAuth scopes to request.",
+    scopes: list[str] | None = Field(
+        None,
+        description="OAuth scopes to request. Unset: openid, profile and email, plus groups "
+        "when groups are used (the scope Dex and most providers release the groups claim "
+        "for; list your provider's scope here if it differs).",
     )
+
+    @model_validator(mode="after")
+    def _issuer_or_endpoints(self) -> OIDCAuth:
+        explicit = {
+            "authorize_url": self.authorize_url,
+            "token_url": self.token_url,
+            "userdata_url": self.userdata_url,
+        }
+        missing = [k for k, v in explicit.items() if v is None]
+        if self.issuer is None and missing:
+            raise RuleError(
+                ("auth",),
+                f"auth.issuer is not set and auth.{missing[0]} is missing; give the issuer "
+                "(e.g. issuer: https://idp.example.org/realms/lab) to find the endpoints by "
+                "discovery, or all of authorize_url, token_url and userdata_url",
+            )
+        if self.issuer is not None:
+            parts = urlsplit(self.issuer)
+            if parts.scheme != "https" and not _is_loopback_host(parts.hostname or ""):
+                raise RuleError(
+                    ("auth", "issuer"),
+                    f"got {self.issuer!r}; an issuer must use https:// (plain http is allowed "
+                    "only on loopback, for tests): tokens and user data travel over it",
+                )
+        return self
+
+    def default_scopes(self, groups: bool) -> list[str]:
+        return ["openid", "profile", "email", *(["groups"] if groups else [])]
+
+    def scope_problem(self, scopes: list[str], groups: bool) -> str | None:
+        if "openid" not in scopes:
+            return "an OpenID provider answers its userinfo endpoint only for openid; add openid"
+        return None
 
 
 class SharedPasswordAuth(Section):
@@ -222,7 +358,8 @@ class SharedPasswordAuth(Section):
     allowed_users: list[UserName] = _ALLOWED_USERS
     admin_users: list[UserName] = Field(
         default_factory=list,
-        description="User names that are admins; they log in with the admin password secret.",
+        description="User names that are admins; they log in with the admin password secret. "
+        "A name removed here loses admin rights at the next deploy.",
     )
     allow_all: bool = Field(True, description="Any user name may log in with the shared password.")
 
@@ -253,7 +390,7 @@ class GPUSettings(Section):
     pinned_users: dict[str, list[GPUId]] = Field(
         default_factory=dict, description="pinned: user -> the GPU IDs that user gets."
     )
-    pinned_groups: dict[str, list[GPUId]] = Field(
+    pinned_groups: dict[GroupName, list[GPUId]] = Field(
         default_factory=dict,
         description="pinned: group -> the GPU IDs its members get (a user's own entry wins).",
     )
@@ -276,10 +413,11 @@ class GPUSettings(Section):
 
 
 class Profile(Section):
-    groups: list[UserName] = Field(
+    groups: list[GroupName] = Field(
         default_factory=list,
-        description="JupyterHub groups this profile is for (empty: everybody). The first "
-        "profile that matches one of the user's groups applies.",
+        description="Groups this profile is for (empty: everybody): the user's provider "
+        "groups and the groups of `groups:`. The first profile that matches one of the "
+        "user's groups applies.",
     )
     images: list[str] | None = Field(
         None,
@@ -480,9 +618,11 @@ class Environment(Section):
     auth: Auth = Field(description="How users log in.")
     singleuser: SingleuserSettings = Field(description="The users' JupyterLab servers.")
     gpu: GPUSettings = Field(default_factory=GPUSettings, description="GPU policy.")
-    groups: dict[UserName, list[UserName]] = Field(
+    groups: dict[GroupName, list[UserName]] = Field(
         default_factory=dict,
-        description="JupyterHub groups and their members (profiles and pinned GPUs refer to them).",
+        description="Groups and members that hubops adds on top of the provider's groups "
+        "(for users outside the provider, or for shared-password logins); profiles and "
+        "pinned GPUs refer to both kinds.",
     )
     culling: CullingSettings = Field(default_factory=CullingSettings, description="Idle culling.")
     paths: PathSettings = Field(
@@ -525,12 +665,41 @@ class Environment(Section):
                     f"singleuser.images; expected one of: {', '.join(sorted(known))}"
                 )
             missing = [g for g in profile.groups if g not in self.groups]
-            if missing:
-                raise ValueError(
-                    f"singleuser.profiles.{n}.groups names {missing[0]!r}, which is not in "
-                    "groups; define it there (group: [members])"
+            if missing and isinstance(self.auth, SharedPasswordAuth):
+                raise RuleError(
+                    ("singleuser", "profiles", str(n), "groups"),
+                    f"names {missing[0]!r}, which is not in groups; a shared-password login "
+                    "has no provider groups, so define it there (group: [members])",
                 )
         return self
+
+    @model_validator(mode="after")
+    def _scopes_can_work(self) -> Environment:
+        auth = self.auth
+        if isinstance(auth, OAUTH_TYPES) and auth.scopes is not None:
+            problem = auth.scope_problem(list(auth.scopes), self.uses_provider_groups)
+            if problem:
+                raise RuleError(("auth", "scopes"), f"got {list(auth.scopes)!r}; {problem}")
+        return self
+
+    @property
+    def uses_provider_groups(self) -> bool:
+        """Whether logins must learn the user's groups from the provider: an OAuth login with
+        allowed groups, or with profiles or pinned GPUs that name groups."""
+        if not isinstance(self.auth, OAUTH_TYPES):
+            return False
+        return bool(
+            self.auth.allowed_groups
+            or any(p.groups for p in self.singleuser.profiles)
+            or self.gpu.pinned_groups
+        )
+
+    @property
+    def oauth_scopes(self) -> list[str]:
+        """The scopes the hub asks the provider for (explicit, or the least that works)."""
+        if not isinstance(self.auth, OAUTH_TYPES):
+            return []
+        return self.auth.effective_scopes(self.uses_provider_groups)
 
     @property
     def oauth_callback_url(self) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 import requests
 
@@ -54,12 +55,15 @@ class HubClient:
 
     def oauth_login(self, username: str, password: str) -> requests.Response:
         """Log in through the OAuth provider: /hub/oauth_login -> the provider's sign-in form
-        -> back to /hub/oauth_callback -> wherever the hub sends the user next."""
-        form = self.session.get(self.url("/hub/oauth_login"), verify=self.verify, timeout=20)
-        assert form.status_code == 200, f"provider sign-in form: {form.status_code} {form.url}"
+        (filled in as a browser does, hidden fields and all) -> back to /hub/oauth_callback
+        -> wherever the hub sends the user next."""
+        page = self.session.get(self.url("/hub/oauth_login"), verify=self.verify, timeout=20)
+        assert page.status_code == 200, f"provider sign-in form: {page.status_code} {page.url}"
+        form = _Form.parse(page.text)
         return self.session.post(
-            form.url,
-            data={"username": username, "password": password},
+            urljoin(page.url, form.action or page.url),
+            data={**form.hidden, "username": username, "password": password},
+            headers={"Referer": page.url},
             verify=self.verify,
             timeout=60,
         )
@@ -140,3 +144,30 @@ class HubClient:
             timeout=30,
             **kwargs,
         )
+
+
+class _Form(HTMLParser):
+    """The first form of a page: its action and its hidden fields (CSRF tokens, next)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.hidden: dict[str, str] = {}
+        self._depth = 0  # 0: before the form, 1: inside, 2: after
+
+    @classmethod
+    def parse(cls, text: str) -> _Form:
+        form = cls()
+        form.feed(text)
+        return form
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and self._depth == 0:
+            self._depth, self.action = 1, a.get("action", "")
+        elif tag == "input" and self._depth == 1 and a.get("type") == "hidden" and a.get("name"):
+            self.hidden[a["name"]] = a.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self._depth == 1:
+            self._depth = 2

@@ -1,4 +1,4 @@
-"""Self-signed certificates for 127.0.0.1 (TLS tests)."""
+"""Self-signed certificates for an IP address, 127.0.0.1 by default (TLS tests)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_cert(directory: Path, not_after: datetime) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (CN and IP SAN) and its key (mode 0600), valid until
+def write_cert(directory: Path, not_after: datetime, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``ip`` (CN and IP SAN) and its key (mode 0600), valid until
     ``not_after``. Returns (cert, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -27,7 +27,7 @@ def write_cert(directory: Path, not_after: datetime) -> tuple[Path, Path]:
         .not_valid_before(not_after - timedelta(days=90))
         .not_valid_after(not_after)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

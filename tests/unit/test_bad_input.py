@@ -6,10 +6,16 @@ the one line must hold: the file (and line), the key path, the value given, what
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -130,6 +136,46 @@ CASES = [
         line_of="pytorh",
     ),
     Case(
+        "GitLab scopes that cannot see the groups",
+        "  allowed_groups: [ml-lab]",
+        "  scopes: [read_user]\n  allowed_groups: [ml-lab]",
+        ("check", "--env", "bad"),
+        ("auth.scopes", "got ['read_user']", "openid", "insufficient_scope", "add openid"),
+        line_of="scopes: [read_user]",
+    ),
+    Case(
+        "GitLab scopes that cannot read the user",
+        "  allowed_groups: [ml-lab]",
+        "  scopes: [openid]\n  allowed_groups: [ml-lab]",
+        ("check", "--env", "bad"),
+        ("auth.scopes", "got ['openid']", "/api/v4/user", "add read_user"),
+        line_of="scopes: [openid]",
+    ),
+    Case(
+        "GitHub scopes that cannot see private membership",
+        "  type: gitlab\n  gitlab_url: https://gitlab.lab.example.org          # lab-specific\n",
+        "  type: github\n  scopes: ['read:user']\n",
+        ("check", "--env", "bad"),
+        ("auth.scopes", "got ['read:user']", "add read:org"),
+        line_of="scopes: ['read:user']",
+    ),
+    Case(
+        "OIDC issuer without https",
+        "  type: gitlab\n  gitlab_url: https://gitlab.lab.example.org          # lab-specific\n",
+        "  type: oidc\n  issuer: http://idp.lab.example.org/realms/lab\n",
+        ("check", "--env", "bad"),
+        ("auth.issuer", "got 'http://idp.lab.example.org/realms/lab'", "must use https://"),
+        line_of="issuer: http://",
+    ),
+    Case(
+        "OIDC without issuer or endpoints",
+        "  type: gitlab\n  gitlab_url: https://gitlab.lab.example.org          # lab-specific\n",
+        "  type: oidc\n  token_url: https://idp.lab.example.org/token\n",
+        ("check", "--env", "bad"),
+        ("auth.issuer is not set", "auth.authorize_url is missing", "discovery"),
+        line_of="auth:",
+    ),
+    Case(
         "render validates first",
         "port: 443",
         "port: 0",
@@ -196,3 +242,91 @@ def test_bad_input_prints_one_clear_line_and_exits_1(checkout: Checkout, case: C
     after = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))
     created = sorted(set(after) - set(before) - {p for p in after if "__pycache__" in str(p)})
     assert created == [], f"a failed command must change nothing, but it made {created}"
+
+
+class _Discovery(BaseHTTPRequestHandler):
+    document: ClassVar[dict[str, object]] = {}
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.document).encode()
+        status = 200 if self.path == "/realms/lab/.well-known/openid-configuration" else 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def discovery_server() -> Iterator[tuple[str, type[_Discovery]]]:
+    """An issuer on loopback whose discovery document a test sets."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discovery)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/realms/lab", _Discovery
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def oidc_env(checkout: Checkout, issuer: str) -> None:
+    checkout.edit_env(
+        "lab",
+        "  type: gitlab\n  gitlab_url: https://gitlab.lab.example.org          # lab-specific\n",
+        f"  type: oidc\n  issuer: {issuer}\n",
+        as_name="bad",
+    )
+
+
+STRICT_ENV = {"HUBOPS_OAUTH_CLIENT_SECRET": "s", "HUBOPS_REGISTRY_PASSWORD": "r"}
+
+
+def test_an_issuer_that_does_not_answer_is_one_line(checkout: Checkout) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    oidc_env(checkout, f"http://127.0.0.1:{port}/realms/lab")
+    result = run_invoke(checkout, "check", "--strict", "--env", "bad", env=STRICT_ENV)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "auth.issuer" in lines[0], lines[0]
+    assert "does not answer" in lines[0], lines[0]
+    assert "bad.yaml:" in lines[0], "names the file and line"
+
+
+def test_a_discovery_document_without_userinfo_is_one_line(
+    checkout: Checkout, discovery_server: tuple[str, type[_Discovery]]
+) -> None:
+    issuer, handler = discovery_server
+    handler.document = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/auth",
+        "token_endpoint": f"{issuer}/token",
+    }
+    oidc_env(checkout, issuer)
+    result = run_invoke(checkout, "check", "--strict", "--env", "bad", env=STRICT_ENV)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "has no userinfo_endpoint" in lines[0], lines[0]
+    assert "auth.issuer" in lines[0]
+
+
+def test_a_good_issuer_passes_strict_check_and_shows_the_endpoints(
+    checkout: Checkout, discovery_server: tuple[str, type[_Discovery]]
+) -> None:
+    issuer, handler = discovery_server
+    handler.document = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/auth",
+        "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+    }
+    oidc_env(checkout, issuer)
+    checkout.edit_env("bad", "  key_file: ~/.ssh/id_ed25519\n", "")  # ssh-agent, no key file
+    result = run_invoke(checkout, "check", "--strict", "--env", "bad", env=STRICT_ENV)
+    assert result.returncode == 0, result.stderr
+    assert f"userdata_url {issuer}/userinfo" in result.stdout, result.stdout
+    assert "scopes openid profile email groups" in result.stdout, "groups are used in lab"

@@ -61,7 +61,9 @@ def configured_classes(config: Config) -> Iterator[tuple[str, type[Any]]]:
     hub = JupyterHub(config=config)
     yield "JupyterHub", JupyterHub
     yield "ConfigurableHTTPProxy", hub.proxy_class
-    yield hub.authenticator_class.__name__, hub.authenticator_class
+    for cls in hub.authenticator_class.mro():
+        if hasattr(cls, "class_trait_names") and "Authenticator" in cls.__name__:
+            yield cls.__name__, cls
     for cls in hub.spawner_class.mro():
         if hasattr(cls, "class_trait_names") and cls.__name__.endswith("Spawner"):
             yield cls.__name__, cls
@@ -93,7 +95,10 @@ def test_key_traits_follow_the_environment(
     assert hub.spawner_class is HubopsSpawner, f"spawner: {hub.spawner_class}"
 
     auth = hub.authenticator_class(parent=hub)
-    assert sorted(auth.admin_users) == sorted(s.auth.admin_users)
+    assert sorted(auth.admins) == sorted(s.auth.admin_users)
+    assert auth.admin_users == set(), "admins come from the admin role, not admin_users"
+    admin_role = next(r for r in config.JupyterHub.load_roles if r["name"] == "admin")
+    assert admin_role["users"] == sorted(s.auth.admin_users)
     if isinstance(s.auth, SharedPasswordAuth):
         assert auth.user_password == FAKE_SECRETS["shared_password"], "read from the secret file"
     else:
@@ -111,15 +116,21 @@ def test_key_traits_follow_the_environment(
 
 
 def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
-    """lab: GitLab at its URL with read_user, two images pinned to this build, every GPU."""
+    """lab: GitLab at its URL with read_user and openid (its groups are used), groups from
+    GitLab plus the static ones, two images pinned to this build."""
     _, config = rendered(checkout, "lab")
     hub = JupyterHub(config=config)
     auth = hub.authenticator_class(parent=hub)
-    assert type(auth).__name__ == "GitLabOAuthenticator"
+    assert type(auth).__name__ == "HubopsGitLabOAuthenticator"
     assert auth.gitlab_url == "https://gitlab.lab.example.org"
-    assert auth.scope == ["read_user"]
+    assert auth.scope == ["read_user", "openid"]
     assert auth.oauth_callback_url == "https://jupyter.lab.example.org/hub/oauth_callback"
-    assert auth.allowed_gitlab_groups == {"ml-lab"}
+    assert auth.manage_groups is True
+    assert auth.allowed_groups == {"ml-lab"}
+    assert auth.allowed_gitlab_groups == set(), "GitLab's member API needs read_api"
+    assert auth.static_groups == {"staff": ["alice"]}
+    assert auth.allow_existing_users is False
+    assert "load_groups" not in config.JupyterHub, "JupyterHub refuses it with manage_groups"
     spawner = HubopsSpawner(config=config, user=SimpleNamespace(name="alice", groups=[]))
     registry = "registry.lab.example.org:5000/hubops/singleuser"
     assert spawner.allowed_images == {
@@ -169,8 +180,8 @@ def test_values_cannot_break_the_file_or_inject_code(
     )
     _, config = rendered(checkout, "nasty")
     assert not marker.exists(), "a value was executed as code"
-    assert config.GitLabOAuthenticator.client_id == payload
-    assert config.GitLabOAuthenticator.allowed_users == [NASTY]
+    assert config.HubopsGitLabOAuthenticator.client_id == payload
+    assert config.HubopsGitLabOAuthenticator.allowed_users == [NASTY]
     assert list(config.DockerSpawner.allowed_images)[-1] == NASTY
 
 

@@ -43,7 +43,8 @@ def test_shipped_environments_are_local_and_lab() -> None:
 def test_lab_is_a_gitlab_tls_ssh_deployment_with_two_images() -> None:
     lab = environments.load(REPO_ROOT, "lab").settings
     assert isinstance(lab.auth, GitLabAuth), f"lab logs in with {lab.auth.type}"
-    assert lab.auth.scopes == ["read_user"], f"lab scopes: {lab.auth.scopes}"
+    assert lab.auth.scopes is None, "lab lets hubops choose the scopes"
+    assert lab.oauth_scopes == ["read_user", "openid"], "groups are used: GitLab's openid"
     assert lab.tls.enabled, "lab must serve TLS"
     assert lab.public_url.startswith("https://"), f"lab public_url: {lab.public_url}"
     assert lab.ssh is not None, "lab must be reached over SSH"

@@ -10,14 +10,16 @@ need the test provider's users then skip and say why.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra
@@ -44,9 +46,48 @@ CLIENT_SECRET = "verify-client-secret-7d1e"
 USERS = [
     ProviderUser("alice", "alice-pass", 101, ("ml-lab",)),  # admin
     ProviderUser("bob", "bob-pass", 102, ("ml-lab",)),
+    ProviderUser("carol", "carol-pass", 103),  # in no provider group: allowed by name only
     ProviderUser("mallory", "mallory-pass", 666, ("other-lab",)),  # not allowed
 ]
 ALLOWED_GROUP = "ml-lab"
+
+
+@dataclass
+class LoginReport:
+    """Who got in through which provider and rules, and how long logins took; printed in the
+    test summary (for the closing notes)."""
+
+    # (provider dialect, rules, user) -> "in", "admin", "refused" or "FAIL"
+    matrix: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)  # what -> login page to ready, s
+
+
+REPORT_KEY = pytest.StashKey[LoginReport]()
+
+
+@pytest.fixture(scope="session")
+def login_report(request: pytest.FixtureRequest) -> LoginReport:
+    return request.config.stash.setdefault(REPORT_KEY, LoginReport())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report = terminalreporter.config.stash.get(REPORT_KEY, None)
+    if report is None:
+        return
+    if report.matrix:
+        terminalreporter.section("login matrix (provider dialect x rules x user)")
+        users = sorted({u for _, _, u in report.matrix})
+        head = f"{'provider':20} {'rules':16} " + " ".join(f"{u:8}" for u in users)
+        terminalreporter.write_line(head)
+        for dialect, rules in dict.fromkeys((d, r) for d, r, _ in report.matrix):
+            row = [report.matrix.get((dialect, rules, u), "-") for u in users]
+            terminalreporter.write_line(
+                f"{dialect:20} {rules:16} " + " ".join(f"{r:8}" for r in row)
+            )
+    for what, seconds in report.times.items():
+        terminalreporter.write_line(f"login -> JupyterLab ready, {what}: {seconds:.2f} s")
+
+
 ADMIN = "alice"
 
 
@@ -79,6 +120,10 @@ class Target:
 
     def user_container(self, username: str) -> str:
         return f"hubops-{self.name}-user-{username}"
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.host.check_output(f"docker inspect {name}"))[0]
+        return result
 
     def in_container(self, name: str, command: str) -> testinfra.backend.base.CommandResult:
         return self.host.run(f"docker exec {name} sh -c {_sh_quote(command)}")
