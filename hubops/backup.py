@@ -42,15 +42,21 @@ def backup(
     settings: Environment,
     hub_image: str,
     hub_container: str | None = None,
+    files: Host | None = None,
 ) -> str:
-    """Back up DB, cookie secret and config; returns the backup ID."""
+    """Back up DB, cookie secret and config; returns the backup ID.
+
+    ``host`` runs the engine's commands; ``files`` does root's file work (default: ``host``,
+    for a root deploy user; see hubops.rootfiles).
+    """
+    files = files or host
     data = settings.paths.data_dir
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     target = f"{backups_dir(settings)}/{stamp}"
-    host.run(f"install -d -m 700 {quote(backups_dir(settings))} {quote(target)}")
+    files.run(f"install -d -m 700 {quote(backups_dir(settings))} {quote(target)}")
     inner_src = f"{HUB_DATA_DIR}/{DB_FILE}"
     inner_dst = f"{HUB_DATA_DIR}/backups/{stamp}/{DB_FILE}"
-    if host.run(f"test -s {quote(f'{data}/{DB_FILE}')}", check=False).ok:
+    if files.run(f"test -s {quote(f'{data}/{DB_FILE}')}", check=False).ok:
         running = (
             hub_container
             and host.run(
@@ -88,21 +94,24 @@ def backup(
             )
         result = host.run(cmd, check=False, timeout=600)
         if not result.ok:
-            host.run(f"rm -rf {quote(target)}", check=False)
+            files.run(f"rm -rf {quote(target)}", check=False)
             raise BackupError(
                 f"{host.name}: the online backup of {data}/{DB_FILE} failed: "
                 f"{(result.stderr or result.stdout).strip()[-400:]}"
             )
-    for source in (f"{data}/{COOKIE_SECRET_FILE}", f"{settings.paths.config_dir}/{CONFIG_FILE}"):
-        host.run(f"if [ -e {quote(source)} ]; then cp -p {quote(source)} {quote(target)}/; fi")
+    copies = [
+        f"if [ -e {quote(source)} ]; then cp -p {quote(source)} {quote(target)}/; fi"
+        for source in (f"{data}/{COOKIE_SECRET_FILE}", f"{settings.paths.config_dir}/{CONFIG_FILE}")
+    ]
+    files.run(" && ".join(copies))
     return stamp
 
 
 def prune_backups(host: Host, settings: Environment, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` backups; returns the removed IDs."""
     old = list_backups(host, settings)[:-keep] if keep > 0 else []
-    for stamp in old:
-        host.run(f"rm -rf {quote(backups_dir(settings) + '/' + stamp)}")
+    if old:
+        host.run("rm -rf " + " ".join(quote(f"{backups_dir(settings)}/{stamp}") for stamp in old))
     return old
 
 
@@ -128,10 +137,12 @@ def restore_files(
     files = [(DB_FILE, data)]
     if not db_only:
         files += [(COOKIE_SECRET_FILE, data), (CONFIG_FILE, settings.paths.config_dir)]
+    copies = []
     for name, directory in files:
         src, dst = f"{source}/{name}", f"{directory}/{name}"
-        host.run(
+        copies.append(
             f"if [ -e {quote(src)} ]; then cp -p {quote(src)} {quote(dst)}.hubops-tmp && "
             f"mv -f {quote(dst)}.hubops-tmp {quote(dst)}; fi"
         )
+    host.run(" && ".join(copies))
     return stamp

@@ -84,11 +84,27 @@ def build(
     only: list[str] | None = None,
     no_cache: bool = False,
     console: Console | None = None,
+    allow_dirty: bool = False,
 ) -> list[BuiltImage]:
-    """Build every image ``env`` uses (or those named in ``only``); returns what was built."""
+    """Build every image ``env`` uses (or those named in ``only``); returns what was built.
+
+    For an environment with a registry, images whose inputs have uncommitted changes are
+    refused unless ``allow_dirty``: their ``-dirty`` tag would name different builds.
+    """
     settings = env.settings
     console = console or Console(stderr=True)
     todo = wanted(settings)
+    revs = images.revisions(repo_root)
+    if settings.registry.url and not allow_dirty:
+        dirty = sorted({i.name for i, _ in todo if revs[i.name].endswith("-dirty")})
+        if dirty:
+            paths = " ".join(p for name in dirty for p in images.inputs(images.spec(name))[:1])
+            raise BuildError(
+                f"{env.name} pushes to {settings.registry.url}, and the inputs of "
+                f"{', '.join(dirty)} have uncommitted changes (git status -- {paths}): a "
+                "-dirty tag would name different builds; commit them, or build with "
+                "--allow-dirty for a throwaway image"
+            )
     if only:
         known = sorted({i.name for i, _ in todo} | {f"{i.name}:{v.name}" for i, v in todo})
         unknown = [o for o in only if o not in known]
@@ -101,7 +117,6 @@ def build(
     ensure_network(client, BUILD_NETWORK, {"org.hubops.role": "build"})
     bases = {key: ensure_base(client, settings, key, console) for key in {i.base for i, _ in todo}}
     ca = _ca_bundle(repo_root, env)
-    revs = images.revisions(repo_root)
     built: list[BuiltImage] = []
     with _progress(console) as progress:
         for image, variant in todo:

@@ -18,11 +18,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from hubops import dockerhost
+from hubops import dockerhost, tls
 from hubops.backup import backup, prune_backups, restore_files
 from hubops.errors import HubopsError
 from hubops.hosts import Host, quote
@@ -35,6 +35,7 @@ from hubops.plan import (
     ContainerSpec,
     Plan,
 )
+from hubops.rootfiles import root_files
 from hubops.secrets import PROXY_TOKEN, REGISTRY_PASSWORD
 from hubops.settings import Environment
 
@@ -60,6 +61,8 @@ class Changes:
     missing_images: list[str]
     secrets_changed: bool
     containers: dict[str, str]  # role -> why it must be (re)started; absent: it stays
+    # a deploy user that is not root, and no hubops image on the host to read its files with
+    files_unread: bool = False
 
     @property
     def config_changed(self) -> bool:
@@ -78,6 +81,11 @@ class Changes:
         if self.secrets_changed:
             out.append("secrets: update the hub's secret files")
         out += [f"container {role}: {why}" for role, why in self.containers.items()]
+        if self.files_unread:
+            out.append(
+                "files: not read (the deploy user is not root and no hubops image is on the "
+                "host yet; the deploy reads them as root once it has fetched the images)"
+            )
         return out or ["nothing to change"]
 
 
@@ -92,18 +100,42 @@ class DeployResult:
     hub_unavailable_s: float = 0.0
 
 
-def take_snapshot(host: Host, plan: Plan, settings: Environment) -> dockerhost.Snapshot:
-    """Everything a deploy compares, read from the host in one command."""
+def helper_images(plan: Plan) -> list[str]:
+    """Images of the plan that can do root's file work for a non-root deploy user."""
+    return [_spec(plan, "hub").image, _spec(plan, "proxy").image]
+
+
+def file_host(host: Host, plan: Plan) -> Host | None:
+    """Who does root's file work on ``host`` (see hubops.rootfiles); None: nobody can yet (a
+    deploy user that is not root, and no hubops image on the host)."""
+
+    def candidates() -> list[str]:
+        running = dockerhost.inspect(host, "container", _spec(plan, "hub").name)
+        return [*helper_images(plan), *([str(running["Image"])] if running else [])]
+
+    return root_files(host, candidates)
+
+
+def take_snapshot(
+    host: Host, plan: Plan, settings: Environment, files: Host | Literal["same"] | None = "same"
+) -> dockerhost.Snapshot:
+    """Everything a deploy compares, read from the host in one command (two for a deploy
+    user that is not root: the engine's state, then the files through a root helper)."""
     return dockerhost.snapshot(
         host,
-        read=[_config_path(settings)],
+        read=[_config_path(settings), *_tls_files(settings)],
         images=list(dict.fromkeys([*plan.images, *(c.image for c in plan.containers)])),
         containers=[c.name for c in plan.containers],
         sums=[
             *(quote(p) for p in plan.generated_secrets.values()),
             f"{quote(_secrets_dir(settings))}/*",
         ],
+        files=_same(host, files),
     )
+
+
+def _same(host: Host, files: Host | Literal["same"] | None) -> Host | Literal["same"] | None:
+    return "same" if files is host else files
 
 
 def find_changes(
@@ -114,7 +146,11 @@ def find_changes(
     secrets: dict[str, SecretStr],
     snap: dockerhost.Snapshot | None = None,
 ) -> Changes:
-    snap = snap or take_snapshot(host, plan, settings)
+    unread = False
+    if snap is None:
+        reader = file_host(host, plan)
+        unread = reader is None
+        snap = take_snapshot(host, plan, settings, reader)
     config_path = _config_path(settings)
     current_config = snap.files[config_path]
     diff = "".join(
@@ -143,7 +179,55 @@ def find_changes(
             containers[role] = "replace (spec or image changed)"
         elif not dockerhost.is_running(have):
             containers[role] = "replace (not running)"
-    return Changes(diff, missing, secrets_changed, containers)
+    stale = _stale_certificate(host, plan, settings, snap, containers)
+    if stale:
+        containers["proxy"] = stale
+    return Changes(diff, missing, secrets_changed, containers, files_unread=unread)
+
+
+def _tls_files(settings: Environment) -> list[str]:
+    tls = settings.tls
+    return [tls.cert, tls.key] if tls.enabled and tls.cert and tls.key else []
+
+
+def _stale_certificate(
+    host: Host,
+    plan: Plan,
+    settings: Environment,
+    snap: dockerhost.Snapshot,
+    containers: dict[str, str],
+) -> str | None:
+    """Why the running proxy must be replaced for the certificate on disk (None: it need not).
+
+    The proxy reads the certificate when it starts: after a renewal it serves the old one.
+    """
+    files = _tls_files(settings)
+    if not files or "proxy" in containers or "hub" in containers:
+        return None
+    on_disk = snap.files.get(files[0])
+    served = tls.served_certificate(host, plan)
+    if on_disk is None or served is None or tls.same_certificate(served, on_disk):
+        return None
+    return (
+        f"reload (it serves {tls.fingerprint(served)[:23]}..., {files[0]} is "
+        f"{tls.fingerprint(on_disk)[:23]}...)"
+    )
+
+
+def _tls_problem(settings: Environment, snap: dockerhost.Snapshot, host: Host) -> str | None:
+    files = _tls_files(settings)
+    if not files:
+        return None
+    cert, key = files
+    for path, key_name in ((cert, "tls.cert"), (key, "tls.key")):
+        if snap.files.get(path) is None:
+            return (
+                f"{key_name}: {path} is missing or unreadable on {host.name}; put the "
+                f"{'certificate chain' if key_name == 'tls.cert' else 'private key'} there "
+                f"or fix {key_name}"
+            )
+    problem = tls.key_problem(snap.files[cert] or "", snap.files[key] or "", cert, key)
+    return f"tls.key: {problem}; use the key the certificate was issued for" if problem else None
 
 
 def deploy(
@@ -158,11 +242,29 @@ def deploy(
     keep_backups: int = 10,
     progress: Progress = lambda _: None,
 ) -> DeployResult:
-    """Make the host run ``plan`` with ``config_text``; roll back if the new hub fails."""
+    """Make the host run ``plan`` with ``config_text``; roll back if the new hub fails.
+
+    ``host`` may log in as root or as a member of the docker group: root's file work then
+    goes through a helper container (hubops.rootfiles), after the images are on the host.
+    """
     start = time.monotonic()
-    snap = take_snapshot(host, plan, settings)
+    fetched: list[str] = []
+    files = file_host(host, plan)
+    if files is None:  # not root, and no hubops image on the host yet: fetch them first
+        snap = take_snapshot(host, plan, settings, None)
+        fetched = [ref for ref in plan.images if snap.image_id(ref) is None]
+        progress(f"fetching {len(fetched)} image(s)")
+        fetch_images(host, fetched)
+        files = file_host(host, plan)
+        if files is None:
+            raise DeployError(f"{host.name}: the images were fetched but are not there")
+    snap = take_snapshot(host, plan, settings, files)
+    problem = _tls_problem(settings, snap, host)
+    if problem:
+        raise DeployError(f"{problem}. Nothing was changed.")
     changes = find_changes(host, plan, settings, config_text, secrets, snap)
     result = DeployResult(plan.environment, plan.public_url, changes)
+    result.done += [f"fetched {ref}" for ref in fetched]
     if changes.nothing:
         _wait_healthy(host, plan, settings, timeout=health_timeout)
         result.seconds = time.monotonic() - start
@@ -172,21 +274,23 @@ def deploy(
     config_path = _config_path(settings)
     hub = _spec(plan, "hub")
     old_hub = snap.containers.get(hub.name)
-    _make_dirs(host, plan)
-    if host.run(f"test -s {quote(f'{paths.data_dir}/{DB_FILE}')}", check=False).ok:
-        progress("backing up the DB, cookie secret and config")
-        result.backup = backup(host, settings, _image_of(old_hub) or hub.image, hub.name)
-        prune_backups(host, settings, keep_backups)
-        result.done.append(f"backup {result.backup}")
-    old_config = snap.files[config_path]
-    if changes.secrets_changed:
-        _write_secrets(host, settings, secrets)
-        result.done.append("secrets written")
-    result.done += [f"generated {name}" for name in _generate_secrets(host, plan)]
-    if changes.missing_images:
+    if changes.missing_images:  # first: a non-root deploy user's file work needs an image
         progress(f"fetching {len(changes.missing_images)} image(s)")
         fetch_images(host, changes.missing_images)
         result.done += [f"fetched {ref}" for ref in changes.missing_images]
+    _make_dirs(files, plan)
+    if files.run(f"test -s {quote(f'{paths.data_dir}/{DB_FILE}')}", check=False).ok:
+        progress("backing up the DB, cookie secret and config")
+        result.backup = backup(
+            host, settings, _image_of(old_hub) or hub.image, hub.name, files=files
+        )
+        prune_backups(files, settings, keep_backups)
+        result.done.append(f"backup {result.backup}")
+    old_config = snap.files[config_path]
+    if changes.secrets_changed:
+        _write_secrets(files, settings, secrets)
+        result.done.append("secrets written")
+    result.done += [f"generated {name}" for name in _generate_secrets(files, plan)]
     if dockerhost.inspect(host, "network", plan.network) is None:
         host.run(
             quote(
@@ -202,17 +306,17 @@ def deploy(
         )
         result.done.append(f"network {plan.network}")
     if changes.config_changed:
-        write_atomic(host, config_path, config_text, mode="0644")
+        write_atomic(files, config_path, config_text, mode="0644")
         result.done.append(f"config {config_path}")
 
     def restore_config() -> None:
         if changes.config_changed:
             if old_config is None:
-                host.run(f"rm -f {quote(config_path)}", check=False)
+                files.run(f"rm -f {quote(config_path)}", check=False)
             else:
-                write_atomic(host, config_path, old_config, mode="0644")
+                write_atomic(files, config_path, old_config, mode="0644")
 
-    snap = take_snapshot(host, plan, settings)  # images and secret files as they are now
+    snap = take_snapshot(host, plan, settings, files)  # images and secret files as they are now
     try:
         if "proxy" in changes.containers:
             proxy = _spec(plan, "proxy")
@@ -226,7 +330,7 @@ def deploy(
         progress(f"starting {hub.name}")
         want = _spec_hash(snap, hub, _hub_inputs(snap, config_text))
         result.hub_unavailable_s = _replace_hub(
-            host, plan, settings, want, old_hub, health_timeout, progress, restore_config
+            host, files, plan, settings, want, old_hub, health_timeout, progress, restore_config
         )
         result.done.append(f"hub {hub.name}")
     result.seconds = time.monotonic() - start
@@ -277,6 +381,7 @@ def _recreate(host: Host, spec: ContainerSpec, labels: dict[str, str]) -> None:
 
 def _replace_hub(
     host: Host,
+    files: Host,
     plan: Plan,
     settings: Environment,
     want: str,
@@ -320,7 +425,7 @@ def _replace_hub(
         back = "state (no hub ran before)"
         if old is not None:
             if upgraded:
-                restore_files(host, settings, db_only=True)
+                restore_files(files, settings, db_only=True)
             host.run(quote("docker", "rename", previous, spec.name))
             host.run(quote("docker", "start", spec.name))
             try:
@@ -474,3 +579,38 @@ def _generate_secrets(host: Host, plan: Plan) -> list[str]:
         if result.stdout.strip() == "made":
             made.append(name)
     return made
+
+
+def reload_certificate(
+    host: Host, plan: Plan, settings: Environment, health_timeout: float = 90
+) -> str:
+    """Make the proxy serve the certificate on disk: restart it (it copies the certificate
+    when it starts), then the hub (which puts every user's route back into the proxy). User
+    servers keep running and users stay logged in. Returns what was done."""
+    files = _tls_files(settings)
+    if not files:
+        raise HubopsError(f"{plan.environment}: tls.enabled is false; there is no certificate")
+    reader = file_host(host, plan)
+    if reader is None:
+        raise HubopsError(f"{host.name}: no hubops image on the host; deploy first")
+    snap = dockerhost.snapshot(
+        host, read=files, images=[], containers=[], sums=[], files=_same(host, reader)
+    )
+    problem = _tls_problem(settings, snap, host)
+    if problem:
+        raise HubopsError(f"{problem}; the proxy keeps serving the old certificate")
+    served = tls.served_certificate(host, plan)
+    on_disk = snap.files[files[0]] or ""
+    if served is not None and tls.same_certificate(served, on_disk):
+        return f"the proxy already serves {files[0]} ({tls.fingerprint(on_disk)[:23]}...)"
+    proxy, hub = _spec(plan, "proxy"), _spec(plan, "hub")
+    host.run(quote("docker", "restart", "--time", "10", proxy.name))
+    host.run(quote("docker", "restart", "--time", "20", hub.name))
+    _wait_healthy(host, plan, settings, timeout=health_timeout)
+    served = tls.served_certificate(host, plan)
+    if served is None or not tls.same_certificate(served, on_disk):
+        raise HubopsError(
+            f"{proxy.name} was restarted but does not serve {files[0]}; see docker logs "
+            f"{proxy.name}"
+        )
+    return f"the proxy serves {files[0]} now ({tls.fingerprint(on_disk)[:23]}...)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hubops.hosts import Host, quote
 from hubops.plan import ContainerSpec
@@ -94,22 +94,34 @@ def snapshot(
     images: list[str],
     containers: list[str],
     sums: list[str],
+    files: Host | Literal["same"] | None = "same",
 ) -> Snapshot:
-    """One command on the host instead of one per question (a no-op deploy stays fast)."""
-    parts = [f"echo '{_MARK} files'"]
+    """One command on the host instead of one per question (a no-op deploy stays fast).
+
+    ``files``: who reads the files and sums: the same host (root), a root helper (a deploy
+    user that is not root: a second command), or None (nobody can yet: they read as missing).
+    """
+    docker_parts = [f"echo '{_MARK} images'"]
+    if images:
+        docker_parts.append(f"docker image inspect {quote(*images)} 2>/dev/null")
+    docker_parts.append(f"echo '{_MARK} containers'")
+    if containers:
+        docker_parts.append(f"docker container inspect {quote(*containers)} 2>/dev/null")
+    file_parts = [f"echo '{_MARK} files'"]
     for path in read:
         p = quote(path)
-        parts.append(f"if [ -f {p} ]; then echo \"F $(base64 -w0 < {p})\"; else echo 'F -'; fi")
-    parts.append(f"echo '{_MARK} images'")
-    if images:
-        parts.append(f"docker image inspect {quote(*images)} 2>/dev/null")
-    parts.append(f"echo '{_MARK} containers'")
-    if containers:
-        parts.append(f"docker container inspect {quote(*containers)} 2>/dev/null")
-    parts.append(f"echo '{_MARK} sums'")
+        file_parts.append(
+            f"if [ -f {p} ]; then echo \"F $(base64 -w0 < {p})\"; else echo 'F -'; fi"
+        )
+    file_parts.append(f"echo '{_MARK} sums'")
     if sums:
-        parts.append(f"sha256sum {' '.join(sums)} 2>/dev/null")
-    out = host.run("; ".join(parts) + "; true", timeout=120).stdout
+        file_parts.append(f"sha256sum {' '.join(sums)} 2>/dev/null")
+    if files == "same":
+        out = host.run("; ".join(file_parts + docker_parts) + "; true", timeout=120).stdout
+    else:
+        out = host.run("; ".join(docker_parts) + "; true", timeout=120).stdout
+        if files is not None:
+            out += "\n" + files.run("; ".join(file_parts) + "; true", timeout=120).stdout
     sections: dict[str, list[str]] = {}
     current = ""
     for line in out.splitlines():
@@ -119,7 +131,9 @@ def snapshot(
         elif current:
             sections[current].append(line)
     texts = [line[2:] for line in sections.get("files", []) if line.startswith("F ")]
-    files = {
+    if files is None:
+        texts = ["-"] * len(read)
+    found_files = {
         path: (None if encoded == "-" else base64.b64decode(encoded).decode())
         for path, encoded in zip(read, texts, strict=True)
     }
@@ -131,7 +145,7 @@ def snapshot(
                 by_ref[ref] = image
     found = _json_list(sections.get("containers", []))
     by_name = {str(c.get("Name", "")).lstrip("/"): c for c in found}
-    return Snapshot(files, by_ref, by_name, "\n".join(sections.get("sums", [])))
+    return Snapshot(found_files, by_ref, by_name, "\n".join(sections.get("sums", [])))
 
 
 def _json_list(lines: list[str]) -> list[dict[str, Any]]:

@@ -14,14 +14,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from hubops_hub.oidc import discovery_url
 
-from hubops import dockerhost
+from hubops import dockerhost, tls
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
 from hubops.plan import OAUTH_CA_FILE, Plan
 from hubops.prepare import has_nvidia_hardware, list_gpus
+from hubops.rootfiles import root_files
 from hubops.settings import OAUTH_TYPES, Environment
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -47,6 +47,10 @@ class Context:
     gpus: list[str]
     probe_image: str | None  # an image on the host to run probes in (the hub's), if any
 
+    def files(self) -> Host | None:
+        """Who reads root's files on the host (the host itself for root; see rootfiles)."""
+        return root_files(self.host, lambda: [self.probe_image] if self.probe_image else [])
+
 
 def run_checks(host: Host, settings: Environment, plan: Plan) -> list[Check]:
     ctx = Context(host, settings, plan, gpus=[], probe_image=None)
@@ -68,7 +72,9 @@ def check_ssh(ctx: Context) -> list[Check]:
 
 def check_docker(ctx: Context) -> list[Check]:
     result = ctx.host.run(
-        "docker version --format '{{.Server.Version}} {{.Server.APIVersion}}'", check=False
+        "docker version --format '{{.Server.Version}} {{.Server.APIVersion}}' && "
+        "docker info --format '{{.DefaultRuntime}}'",
+        check=False,
     )
     if not result.ok:
         return [
@@ -79,7 +85,7 @@ def check_docker(ctx: Context) -> list[Check]:
                 "run invoke host.prepare (installs and starts the engine)",
             )
         ]
-    version, api = result.stdout.split()
+    version, api, runtime = result.stdout.split()
     if tuple(int(x) for x in api.split(".")) < MIN_API:
         return [
             Check(
@@ -92,7 +98,21 @@ def check_docker(ctx: Context) -> list[Check]:
     hub = next(c for c in ctx.plan.containers if c.role == "hub")
     if dockerhost.image_id(ctx.host, hub.image):
         ctx.probe_image = hub.image
-    return [Check("docker", "ok", f"Docker {version}, API {api}")]
+    checks = [Check("docker", "ok", f"Docker {version}, API {api}")]
+    if runtime == "nvidia":
+        checks.append(
+            Check(
+                "default runtime",
+                "warn",
+                "nvidia: a container from a CUDA image sees every GPU unless told otherwise; "
+                "hubops' user servers without a GPU get NVIDIA_VISIBLE_DEVICES=void, other "
+                "containers on this engine do not",
+                "keep runc as the default runtime unless the host runs Docker Swarm GPU nodes",
+            )
+        )
+    else:
+        checks.append(Check("default runtime", "ok", runtime))
+    return checks
 
 
 def check_disk(ctx: Context) -> list[Check]:
@@ -273,15 +293,18 @@ def check_gpu_containers(ctx: Context) -> list[Check]:
 
 
 def check_tls(ctx: Context) -> list[Check]:
-    tls = ctx.settings.tls
-    if not tls.enabled:
+    settings = ctx.settings.tls
+    if not settings.enabled:
         return [Check("tls", "skip", "TLS is not enabled")]
-    assert tls.cert is not None
-    assert tls.key is not None
-    cert_pem = ctx.host.run(f"cat {quote(tls.cert)}", check=False)
-    key_pem = ctx.host.run(f"cat {quote(tls.key)}", check=False)
+    assert settings.cert is not None
+    assert settings.key is not None
+    reader = ctx.files()
+    if reader is None:
+        return [Check("tls", "skip", "no hubops image on the host to read the files as root")]
+    cert_pem = reader.run(f"cat {quote(settings.cert)}", check=False)
+    key_pem = reader.run(f"cat {quote(settings.key)}", check=False)
     if not cert_pem.ok or not key_pem.ok:
-        missing = tls.cert if not cert_pem.ok else tls.key
+        missing = settings.cert if not cert_pem.ok else settings.key
         return [
             Check(
                 "tls",
@@ -290,18 +313,10 @@ def check_tls(ctx: Context) -> list[Check]:
                 "put the certificate and key there, or fix tls.cert / tls.key",
             )
         ]
+    problem = tls.key_problem(cert_pem.stdout, key_pem.stdout, settings.cert, settings.key)
+    if problem:
+        return [Check("tls", "fail", problem, "use the key the certificate was issued for")]
     cert = x509.load_pem_x509_certificate(cert_pem.stdout.encode())
-    key = serialization.load_pem_private_key(key_pem.stdout.encode(), password=None)
-    fmt = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if cert.public_key().public_bytes(*fmt) != key.public_key().public_bytes(*fmt):
-        return [
-            Check(
-                "tls",
-                "fail",
-                f"{tls.key} is not the key of {tls.cert}",
-                "use the key the certificate was issued for",
-            )
-        ]
     left = cert.not_valid_after_utc - datetime.now(timezone.utc)
     if left < timedelta(0):
         return [
@@ -319,8 +334,26 @@ def check_tls(ctx: Context) -> list[Check]:
             status,
             f"key matches; valid until {cert.not_valid_after_utc:%F} ({left.days} days)",
             "" if status == "ok" else "renew it soon",
-        )
+        ),
+        _served(ctx, cert_pem.stdout),
     ]
+
+
+def _served(ctx: Context, on_disk: str) -> Check:
+    """Whether the proxy serves the certificate on disk (it reads it when it starts)."""
+    served = tls.served_certificate(ctx.host, ctx.plan)
+    cert = ctx.settings.tls.cert
+    if served is None:
+        return Check("tls served", "skip", "the hub or proxy does not run (deploy first)")
+    if not tls.same_certificate(served, on_disk):
+        return Check(
+            "tls served",
+            "fail",
+            f"the proxy serves {tls.fingerprint(served)}, but {cert} is "
+            f"{tls.fingerprint(on_disk)} (renewed after the proxy started)",
+            f"invoke tls.reload --env {ctx.plan.environment} (or invoke deploy)",
+        )
+    return Check("tls served", "ok", f"the proxy serves {cert} ({tls.fingerprint(served)[:23]}...)")
 
 
 def check_oauth(ctx: Context) -> list[Check]:
@@ -411,9 +444,34 @@ def _ver(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
 
 
+def check_images(ctx: Context) -> list[Check]:
+    """Which image each hubops container runs (by digest after a push), against the plan."""
+    out = []
+    for spec in ctx.plan.containers:
+        found = dockerhost.inspect(ctx.host, "container", spec.name)
+        if found is None:
+            out.append(Check(f"image {spec.role}", "skip", f"{spec.name} is not deployed"))
+            continue
+        running = str((found.get("Config") or {}).get("Image", ""))
+        image_id = str(found.get("Image", ""))[:19]
+        if running == spec.image:
+            out.append(Check(f"image {spec.role}", "ok", f"{running} ({image_id})"))
+        else:
+            out.append(
+                Check(
+                    f"image {spec.role}",
+                    "warn",
+                    f"{spec.name} runs {running}, this checkout deploys {spec.image}",
+                    f"invoke deploy --env {ctx.plan.environment}",
+                )
+            )
+    return out
+
+
 CHECKS: list[Callable[[Context], list[Check]]] = [
     check_ssh,
     check_docker,
+    check_images,
     check_disk,
     check_ports,
     check_gpu,

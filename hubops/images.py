@@ -198,6 +198,15 @@ def pinned_ref(registry: str | None, image_name: str, rev: str, variant: str | N
     return f"{repository(registry, image.name)}:{pinned_tag(image, v, rev)}"
 
 
+def by_digest(ref: str, digests: Mapping[str, str] | None) -> str:
+    """``repository@sha256:...`` for a tag whose pushed digest is known, else the tag."""
+    digest = (digests or {}).get(ref)
+    if not digest:
+        return ref
+    repository_part, _, _ = ref.rpartition(":")
+    return f"{repository_part}@{digest}"
+
+
 def is_variant_name(value: str) -> bool:
     """True for a bare name (a hubops variant); False for an image reference."""
     return not any(ch in value for ch in "/:@")

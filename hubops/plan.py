@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from hubops_hub.labels import LABEL_IMAGE
 from pydantic import BaseModel, ConfigDict
 
 from hubops import images
@@ -43,6 +44,7 @@ USER_DIR_PREFIX = "jupyterhub-user-"
 LABEL_PREFIX = "org.hubops"
 LABEL_ENV = f"{LABEL_PREFIX}.environment"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
+Digests = Mapping[str, str] | None  # tag reference -> pushed digest
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
 AUTH_MODULE = "hubops_hub.auth"
@@ -139,16 +141,20 @@ def names(env_name: str) -> dict[str, str]:
     }
 
 
-def singleuser_choices(settings: Environment, revs: Mapping[str, str]) -> dict[str, str]:
-    """Display name -> image reference, the default first."""
+def singleuser_choices(
+    settings: Environment, revs: Mapping[str, str], digests: Digests = None
+) -> dict[str, str]:
+    """Display name -> image reference (by digest once pushed), the default first."""
     registry = settings.registry.url
     return {
-        display: images.resolve_singleuser(value, registry, revs)
+        display: images.by_digest(images.resolve_singleuser(value, registry, revs), digests)
         for display, value in settings.singleuser.choices.items()
     }
 
 
-def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) -> HubConfig:
+def hub_config(
+    env_name: str, settings: Environment, revs: Mapping[str, str], digests: Digests = None
+) -> HubConfig:
     n = names(env_name)
     parts = urlsplit(settings.public_url)
     base_url = (parts.path.rstrip("/") or "") + "/"
@@ -187,7 +193,7 @@ def hub_config(env_name: str, settings: Environment, revs: Mapping[str, str]) ->
         }
 
     su = settings.singleuser
-    choices = singleuser_choices(settings, revs)
+    choices = singleuser_choices(settings, revs, digests)
     spawner: dict[str, Any] = {
         "image": next(iter(choices.values())),
         "allowed_images": choices if len(choices) > 1 else {},
@@ -323,12 +329,16 @@ def _oauth_ca_mount(settings: Environment) -> list[Mount]:
     return [Mount(source=ca, target=OAUTH_CA_FILE)] if ca is not None else []
 
 
-def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
+def plan(
+    env_name: str, settings: Environment, revs: Mapping[str, str], digests: Digests = None
+) -> Plan:
+    """What the host runs. ``digests`` (tag -> digest, from `invoke push`) pins every image to
+    exactly what the registry verified."""
     n = names(env_name)
     paths = settings.paths
     registry = settings.registry.url
-    proxy_image = images.pinned_ref(registry, "proxy", revs["proxy"])
-    hub_image = images.pinned_ref(registry, "hub", revs["hub"])
+    proxy_image = images.by_digest(images.pinned_ref(registry, "proxy", revs["proxy"]), digests)
+    hub_image = images.by_digest(images.pinned_ref(registry, "hub", revs["hub"]), digests)
     labels = {LABEL_ENV: env_name}
 
     proxy_cmd = [
@@ -388,7 +398,7 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
         ports=ports,
         mounts=proxy_mounts,
         network=n["network"],
-        labels={**labels, LABEL_ROLE: "proxy"},
+        labels={**labels, LABEL_ROLE: "proxy", LABEL_IMAGE: proxy_image},
     )
     hub = ContainerSpec(
         role="hub",
@@ -405,7 +415,7 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
             *_oauth_ca_mount(settings),
         ],
         network=n["network"],
-        labels={**labels, LABEL_ROLE: "hub"},
+        labels={**labels, LABEL_ROLE: "hub", LABEL_IMAGE: hub_image},
     )
     host_dirs = [
         HostDir(path=paths.config_dir, mode=0o755),
@@ -421,7 +431,7 @@ def plan(env_name: str, settings: Environment, revs: Mapping[str, str]) -> Plan:
         images=[
             proxy_image,
             hub_image,
-            *dict.fromkeys(singleuser_choices(settings, revs).values()),
+            *dict.fromkeys(singleuser_choices(settings, revs, digests).values()),
         ],
         host_dirs=host_dirs,
         hub_secrets=[s.name for s in hub_secrets(settings)],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from hubops.engine import ensure_docker
 from hubops.errors import HubopsError
 from hubops.hosts import Host, quote
+from hubops.rootfiles import as_admin
 from hubops.settings import Environment
 
 TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
@@ -53,6 +54,7 @@ def has_nvidia_hardware(host: Host) -> bool:
 
 
 def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareReport:
+    host = as_admin(host, "host.prepare installs packages and configures the Docker engine")
     report = PrepareReport(host=host.name)
     engine = ensure_docker(host)
     if engine.installed:

@@ -1,12 +1,15 @@
 """``invoke push``: push every tag of the environment's images, verified by digest.
 
 Credentials come from ``registry.username`` and the ``registry_password`` secret. After each
-push, the registry is asked for the manifest digest of the tag, which must be the digest the
-push reported: what the registry serves is exactly what was built.
+push, the registry is asked (through the engine, which does the registry's auth) for the
+manifest digest of the tag, which must be the digest the push reported: what the registry
+serves is exactly what was built. The digests are recorded in build/<env>/pushed.json, and the
+deploy pulls exactly those (``name@sha256:...``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,16 +23,10 @@ from hubops import images
 from hubops.build import wanted
 from hubops.environments import LoadedEnvironment
 from hubops.errors import HubopsError
+from hubops.render import BUILD_DIR
 from hubops.secrets import REGISTRY_PASSWORD
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-    ]
-)
+PUSHED_FILE = "pushed.json"
 
 
 class PushError(HubopsError):
@@ -82,15 +79,23 @@ def push(
         try:
             client.login(username=s.username, password=password, registry=registry, reauth=True)
         except APIError as exc:
+            realm = _token_realm(registry, s.insecure)
+            token = (
+                f"; it uses token auth ({realm}): either that token service refused the "
+                "credentials, or the registry rejected the token it issued (then the registry "
+                "does not trust the token service's signing certificate)"
+                if realm
+                else ""
+            )
             raise PushError(
-                f"registry {registry} refused the login of {s.username!r} ({_why(exc)}); check "
-                f"registry.username in {env.file} and the registry_password secret "
+                f"registry {registry} refused the login of {s.username!r} ({_why(exc)}){token}; "
+                f"check registry.username in {env.file} and the registry_password secret "
                 f"({REGISTRY_PASSWORD.env_var} or config/secrets/{env.name}.yaml)"
             ) from None
     pushed: list[Pushed] = []
     for ref in refs_to_push(client, env, repo_root):
         digest = _push_one(client, ref, auth)
-        served = manifest_digest(ref, s.insecure, auth)
+        served = manifest_digest(client, ref, auth)
         if served != digest:
             raise PushError(
                 f"{ref}: the registry serves {served}, but the push reported {digest}; "
@@ -120,20 +125,58 @@ def _push_one(client: docker.DockerClient, ref: str, auth: dict[str, str] | None
     return digest
 
 
-def manifest_digest(ref: str, insecure: bool, auth: dict[str, str] | None) -> str:
-    """The digest the registry serves for ``ref`` (HEAD of its manifest)."""
-    registry, _, rest = ref.partition("/")
-    repository, _, tag = rest.rpartition(":")
-    scheme = "http" if insecure else "https"
-    url = f"{scheme}://{registry}/v2/{repository}/manifests/{tag}"
-    basic = (auth["username"], auth["password"]) if auth else None
+def manifest_digest(client: docker.DockerClient, ref: str, auth: dict[str, str] | None) -> str:
+    """The digest the registry serves for ``ref``, asked through the engine.
+
+    The engine speaks whatever auth the registry wants (htpasswd's Basic, or the token flow of
+    GitLab's registry, Harbor and GHCR: a 401 with a Bearer challenge, then a token from the
+    realm), so hubops implements none of it.
+    """
     try:
-        response = requests.head(url, headers={"Accept": MANIFEST_TYPES}, auth=basic, timeout=30)
-    except requests.RequestException as exc:
-        raise PushError(f"cannot ask {url} for the pushed manifest: {exc}") from None
-    if response.status_code != 200:
-        raise PushError(f"{url} answered {response.status_code} for the pushed tag")
-    return str(response.headers.get("Docker-Content-Digest", ""))
+        found = client.images.get_registry_data(ref, auth_config=auth)
+    except APIError as exc:
+        raise PushError(
+            f"cannot ask the registry for {ref}'s manifest: {_why(exc)}{_auth_hint(_why(exc))}"
+        ) from None
+    return str(found.id)
+
+
+def record_pushed(repo_root: Path, env_name: str, pushed: list[Pushed]) -> Path:
+    """Remember what the registry verified, for the deploy: build/<env>/pushed.json."""
+    path = repo_root / BUILD_DIR / env_name / PUSHED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = pushed_digests(repo_root, env_name)
+    known.update({p.ref: p.digest for p in pushed})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(known.items())), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def pushed_digests(repo_root: Path, env_name: str) -> dict[str, str]:
+    """Tag reference -> digest, of what `invoke push` verified from this checkout."""
+    path = repo_root / BUILD_DIR / env_name / PUSHED_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _token_realm(registry: str, insecure: bool) -> str | None:
+    """The token service a registry names in its 401 challenge (None: no token auth)."""
+    scheme = "http" if insecure else "https"
+    try:
+        answer = requests.get(f"{scheme}://{registry.split('/')[0]}/v2/", timeout=10)
+    except requests.RequestException:
+        return None
+    challenge = answer.headers.get("WWW-Authenticate", "")
+    if not challenge.lower().startswith("bearer"):
+        return None
+    for part in challenge[6:].split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "realm":
+            return value.strip('"')
+    return "a Bearer challenge"
 
 
 def _registry(env: LoadedEnvironment) -> str:
@@ -156,3 +199,26 @@ def _auth_hint(text: str) -> str:
     if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
         return "; check registry.username and the registry_password secret"
     return ""
+
+
+def digests_for_deploy(
+    repo_root: Path, env: LoadedEnvironment, tag_refs: list[str]
+) -> dict[str, str]:
+    """The pushed digest of every hubops image among ``tag_refs`` (what the deploy pulls).
+
+    An image of this checkout that was not pushed (or was rebuilt since) has no digest: that
+    is an error that says to push, never a silent pull of whatever the tag points to now.
+    """
+    registry = _registry(env)
+    known = pushed_digests(repo_root, env.name)
+    ours = [
+        ref for ref in tag_refs if ref.startswith(f"{registry.rstrip('/')}/{images.NAMESPACE}/")
+    ]
+    missing = [ref for ref in ours if ref not in known]
+    if missing:
+        raise PushError(
+            f"{missing[0]} was not pushed from this checkout (build/{env.name}/{PUSHED_FILE} has "
+            f"no digest for it); run invoke build push --env {env.name} first: the deploy pulls "
+            "exactly the digests that push verified"
+        )
+    return {ref: known[ref] for ref in ours}

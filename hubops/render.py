@@ -79,12 +79,18 @@ class Rendered:
     plan: Plan
 
 
-def render(repo_root: Path, env: LoadedEnvironment, revs: Mapping[str, str]) -> Rendered:
-    """Write build/<env>/ for one environment, each file atomically."""
+def render(
+    repo_root: Path,
+    env: LoadedEnvironment,
+    revs: Mapping[str, str],
+    digests: Mapping[str, str] | None = None,
+) -> Rendered:
+    """Write build/<env>/ for one environment, each file atomically. With ``digests`` (what
+    `invoke push` verified) every image is referenced by digest."""
     out = repo_root / BUILD_DIR / env.name
     out.mkdir(parents=True, exist_ok=True)
-    config = render_config(hub_config(env.name, env.settings, revs))
-    the_plan = plan(env.name, env.settings, revs)
+    config = render_config(hub_config(env.name, env.settings, revs, digests))
+    the_plan = plan(env.name, env.settings, revs, digests)
     files = (
         _write(out / CONFIG_FILE, config),
         _write(out / PLAN_FILE, json.dumps(the_plan.model_dump(), indent=2) + "\n"),

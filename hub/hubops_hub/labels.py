@@ -8,3 +8,4 @@ LABEL_GPUS = "org.hubops.gpus"  # comma-separated device IDs, or "all"
 LABEL_USER = "org.hubops.user"
 LABEL_SERVER = "org.hubops.server"
 LABEL_STARTED = "org.hubops.started"  # Unix time the container was created
+LABEL_IMAGE = "org.hubops.image"  # the image reference it runs, name@sha256:... after a push

@@ -18,7 +18,14 @@ from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
 from hubops_hub.gpus import Holding, NoGPUAvailable, Policy, allocate, free_count
-from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED, LABEL_USER
+from hubops_hub.labels import (
+    LABEL_ENV,
+    LABEL_GPUS,
+    LABEL_IMAGE,
+    LABEL_SERVER,
+    LABEL_STARTED,
+    LABEL_USER,
+)
 
 HOLDING_STATES = {"created", "running", "restarting", "paused"}
 
@@ -231,7 +238,18 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             self._set_gpu_request(ids)
             return await super().create_object()
 
+    def get_env(self) -> dict[str, str]:
+        """Besides the hub's variables: a server without a GPU sees none, also on a host whose
+        default runtime is nvidia and from an image that says NVIDIA_VISIBLE_DEVICES=all (the
+        CUDA base images do); the NVIDIA runtime then exposes no GPU at all."""
+        env: dict[str, str] = super().get_env()
+        return {**env, **self.gpu_env()}
+
+    def gpu_env(self) -> dict[str, str]:
+        return {"NVIDIA_VISIBLE_DEVICES": "void"} if getattr(self, "_gpu_ids", None) == [] else {}
+
     def _set_gpu_request(self, ids: list[str] | None) -> None:
+        self._gpu_ids = ids
         if ids is None:
             requests = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
         elif ids:
@@ -246,6 +264,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         labels.update(
             {
                 LABEL_USER: self.user.name,
+                LABEL_IMAGE: self.image,
                 LABEL_SERVER: self.name,
                 LABEL_STARTED: str(int(time.time())),
             }

@@ -14,22 +14,35 @@ from hubops.build import build as build_images
 from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
 from hubops.deploy import deploy as deploy_env
-from hubops.deploy import find_changes
+from hubops.deploy import file_host, find_changes, reload_certificate
 from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
-from hubops.hosts import LocalHost, quote
+from hubops.hosts import Host, LocalHost, quote
 from hubops.prepare import prepare
+from hubops.push import digests_for_deploy, pushed_digests
 from hubops.render import Rendered, render
 from hubops.target import image_fetcher, open_host
 
 console = Console(stderr=True)
 
 
-def _rendered(root: Path, name: str, strict: bool = True) -> Rendered:
+def _rendered(root: Path, name: str, strict: bool = True, digests: str = "known") -> Rendered:
+    """The environment rendered, with its pushed images by digest (an environment with a
+    registry). ``digests``: "required" (a deploy that pulls: every image of this checkout must
+    have been pushed), "known" (those `invoke push` recorded) or "none" (tags: --transfer)."""
     report = check_env(root, name, strict=strict)
-    return render(root, report.env, images.revisions(root))
+    revs = images.revisions(root)
+    rendered = render(root, report.env, revs)
+    if report.env.settings.registry.url and digests != "none":
+        found = (
+            digests_for_deploy(root, report.env, rendered.plan.images)
+            if digests == "required"
+            else pushed_digests(root, name)
+        )
+        rendered = render(root, report.env, revs, found)
+    return rendered
 
 
 @task(
@@ -50,7 +63,7 @@ def deploy(
     """Deploy the hub to the environment's host; roll back if it does not become healthy."""
     root = repo_root(c)
     name = resolve_env(c, env)
-    rendered = _rendered(root, name)
+    rendered = _rendered(root, name, digests="none" if transfer else "required")
     loaded = environments.load(root, name)
     values = secrets.resolve(root, name, loaded.settings)
     config_text = (rendered.directory / "jupyterhub_config.py").read_text()
@@ -79,6 +92,17 @@ def deploy(
     if result.hub_unavailable_s:
         echo(f"hub unavailable for {result.hub_unavailable_s:.1f}s while it was replaced")
     echo(f"JupyterHub is up: {result.public_url}")
+
+
+@task(help={"env": ENV_HELP})
+def tls_reload(c: Context, env: str | None = None) -> None:
+    """Serve the renewed certificate: restart the proxy, then the hub (servers keep running)."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = _rendered(root, name, strict=False)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        echo(f"{name}: {reload_certificate(host, rendered.plan, loaded.settings)}")
 
 
 @task(help={"env": ENV_HELP})
@@ -168,8 +192,9 @@ def db_backup(c: Context, env: str | None = None, keep: int = 10) -> None:
     loaded = environments.load(root, name)
     hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
     with open_host(root, loaded) as host:
-        stamp = backups.backup(host, loaded.settings, hub.image, hub.name)
-        removed = backups.prune_backups(host, loaded.settings, keep)
+        files = _files(host, rendered)
+        stamp = backups.backup(host, loaded.settings, hub.image, hub.name, files=files)
+        removed = backups.prune_backups(files, loaded.settings, keep)
     echo(
         f"backup {stamp} in {backups.backups_dir(loaded.settings)}/{stamp}"
         + (f" (removed {len(removed)} old)" if removed else "")
@@ -188,15 +213,24 @@ def db_restore(c: Context, env: str | None = None, backup: str | None = None) ->
     loaded = environments.load(root, name)
     hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
     with open_host(root, loaded) as host:
+        files = _files(host, rendered)
         if backup is None:
-            listing = backups.list_backups(host, loaded.settings)
+            listing = backups.list_backups(files, loaded.settings)
             raise HubopsError(
                 f"--backup is required; backups on {host.name}: {', '.join(listing) or 'none'}"
             )
-        if backup not in backups.list_backups(host, loaded.settings):
-            backups.restore_files(host, loaded.settings, backup)  # raises with the listing
-        safety = backups.backup(host, loaded.settings, hub.image, hub.name)
+        if backup not in backups.list_backups(files, loaded.settings):
+            backups.restore_files(files, loaded.settings, backup)  # raises with the listing
+        safety = backups.backup(host, loaded.settings, hub.image, hub.name, files=files)
         host.run(f"docker stop {quote(hub.name)}", check=False)
-        backups.restore_files(host, loaded.settings, backup)
+        backups.restore_files(files, loaded.settings, backup)
         host.run(f"docker start {quote(hub.name)}", check=False)
     echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")
+
+
+def _files(host: Host, rendered: Rendered) -> Host:
+    """Who does root's file work on the host (hubops.rootfiles)."""
+    files = file_host(host, rendered.plan)
+    if files is None:
+        raise HubopsError(f"{host.name}: no hubops image on the host yet; deploy first")
+    return files

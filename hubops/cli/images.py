@@ -10,6 +10,7 @@ from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
 from hubops.engine import local_client
 from hubops.push import push as push_images
+from hubops.push import record_pushed
 
 
 @task(help={"env": ENV_HELP}, name="base-image")
@@ -30,16 +31,29 @@ def base_image_(c: Context, env: str | None = None) -> None:
         "env": ENV_HELP,
         "image": "Build only this image or image:variant (repeatable), e.g. hub, singleuser:base.",
         "no-cache": "Build every step again instead of using the build cache.",
+        "allow-dirty": "Build images with uncommitted changes for an environment that has a "
+        "registry (refused otherwise: their -dirty tag would name different builds).",
     },
     iterable=["image"],
 )
 def build(
-    c: Context, env: str | None = None, image: list[str] | None = None, no_cache: bool = False
+    c: Context,
+    env: str | None = None,
+    image: list[str] | None = None,
+    no_cache: bool = False,
+    allow_dirty: bool = False,
 ) -> None:
     """Build and tag the proxy, hub and singleuser images the environment uses."""
     root = repo_root(c)
     report = check_env(root, resolve_env(c, env))
-    built = build_images(local_client(), root, report.env, only=image or None, no_cache=no_cache)
+    built = build_images(
+        local_client(),
+        root,
+        report.env,
+        only=image or None,
+        no_cache=no_cache,
+        allow_dirty=allow_dirty,
+    )
     for b in built:
         state = "cached" if b.cached else "built"
         echo(f"{b.pinned:60} {b.size / 1e6:6.0f} MB  {b.seconds:5.1f}s {state}")
@@ -53,5 +67,7 @@ def push(c: Context, env: str | None = None) -> None:
     name = resolve_env(c, env)
     report = check_env(root, name)
     values = secrets.resolve(root, name, report.env.settings)
-    for pushed in push_images(local_client(), report.env, root, values):
-        echo(f"{pushed.ref}  {pushed.digest}")
+    pushed = push_images(local_client(), report.env, root, values)
+    for p in pushed:
+        echo(f"{p.ref}  {p.digest}")
+    echo(f"recorded in {record_pushed(root, name, pushed).relative_to(root)} (deploy pulls these)")

@@ -4,8 +4,11 @@ containers that tests run against. Every fixture removes what it started, also o
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -122,9 +125,15 @@ def lab(
     """The "lab host": sshd on loopback in front of a second Docker engine that plays a GPU
     host with 4 SIMULATED GPUs (GPU 3 split into 2 MIG devices). It starts without images."""
     root = tmp_path_factory.mktemp("labhost")
-    sim = gpusim.install(root / "gpusim", SIMULATED_GPUS)
-    with lab_host(root, path_prefix=sim) as host:
-        yield host
+    # where the non-root deploy user can run the host's (fake) nvidia-smi too
+    shared = Path(tempfile.mkdtemp(prefix="hubops-gpusim-"))
+    shared.chmod(0o755)
+    try:
+        sim = gpusim.install(shared, SIMULATED_GPUS)
+        with lab_host(root, path_prefix=sim) as host:
+            yield host
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,5 +1,6 @@
 """Builds and pushes against real parts: the engine, and Debian's docker-registry started on
-loopback with htpasswd auth. Pushed images are pulled back and compared by digest.
+loopback with htpasswd auth and with the Docker token flow. Pushed images are pulled back and
+compared by digest; deploys pull exactly the pushed digests.
 """
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 import docker
 import pytest
 import requests
@@ -21,49 +20,22 @@ from hubops import environments
 from hubops.build import BuiltImage, build
 from hubops.push import PushError, push
 from tests.conftest import REPO_ROOT, Checkout
-from tests.support.apt import ensure_commands
 from tests.support.labhost import LabHost
-from tests.support.net import free_port
-from tests.support.wait import wait_for
+from tests.support.registry import Registry, running_registry
 
 REGISTRY_USER = "hubops"
 REGISTRY_PASSWORD = "reg-pass-for-tests-9f2c"
 
 
-@dataclass(frozen=True)
-class Registry:
-    address: str
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """Debian's docker-registry on 127.0.0.1, htpasswd auth, storage in a temp dir."""
-    ensure_commands({"docker-registry": "docker-registry"})
-    root = tmp_path_factory.mktemp("registry")
-    hashed = bcrypt.hashpw(REGISTRY_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
-    (root / "htpasswd").write_text(f"{REGISTRY_USER}:{hashed}\n")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\n"
-        "log: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root}/data}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}', secret: test-only-http-secret}}\n"
-        f"auth: {{htpasswd: {{realm: hubops-test, path: {root}/htpasswd}}}}\n"
-    )
-    with (root / "registry.log").open("w") as log:
-        proc = subprocess.Popen(
-            ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
-        )
-    try:
-        wait_for(
-            lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401,
-            timeout=30,
-            what="docker-registry to answer",
-        )
-        yield Registry(address=f"127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+@pytest.fixture(scope="module", params=["htpasswd", "token"])
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1, with htpasswd or with the Docker token flow
+    (as GitLab's registry, Harbor and GHCR), storage in a temp dir."""
+    root = tmp_path_factory.mktemp(f"registry-{request.param}")
+    with running_registry(root, {REGISTRY_USER: REGISTRY_PASSWORD}, auth=request.param) as r:
+        yield r
 
 
 @pytest.fixture
@@ -84,7 +56,7 @@ def test_push_round_trip_keeps_the_digest(
     registry_env: environments.LoadedEnvironment,
 ) -> None:
     """Push every tag, delete the local copies, pull them back: the digests match."""
-    tagged = build(docker_client, REPO_ROOT, registry_env)  # all cached: adds registry tags
+    tagged = build(docker_client, REPO_ROOT, registry_env, allow_dirty=True)  # adds registry tags
     assert all(b.cached for b in tagged), "tagging for a registry must not rebuild anything"
     start = time.monotonic()
     pushed = push(
@@ -203,13 +175,21 @@ def test_deploy_pulls_from_the_registry(
     d.set("paths.docker_socket", lab.docker_host.removeprefix("unix://"))
     d.secrets["registry_password"] = SecretStr(REGISTRY_PASSWORD)
     try:
-        build(docker_client, REPO_ROOT, d.env)  # cached: tags the images for the registry
-        push(docker_client, d.env, REPO_ROOT, {"registry_password": SecretStr(REGISTRY_PASSWORD)})
+        build(docker_client, REPO_ROOT, d.env, allow_dirty=True)  # cached: tags for the registry
+        pushed = push(
+            docker_client, d.env, REPO_ROOT, {"registry_password": SecretStr(REGISTRY_PASSWORD)}
+        )
+        d.digests = {p.ref: p.digest for p in pushed}
         result = d.deploy()
-        pulled = [x for x in result.done if x.startswith("fetched ")]
+        pulled = [x.removeprefix("fetched ") for x in result.done if x.startswith("fetched ")]
         assert len(pulled) == 3, f"proxy, hub and singleuser pulled: {result.done}"
         assert all(registry.address in x for x in pulled), pulled
+        assert all("@sha256:" in ref for ref in pulled), f"pulled by digest: {pulled}"
         assert requests.get(f"{d.url}/hub/health", timeout=5).status_code == 200
+        for container in d.containers().values():
+            image = container.attrs["Config"]["Image"]
+            assert image in {f"{p.ref.rpartition(':')[0]}@{p.digest}" for p in pushed}, image
+            assert container.labels["org.hubops.image"] == image, "the label shows the digest"
         leftovers = subprocess.run(
             ["grep", "-rl", REGISTRY_PASSWORD, "/root/.docker", str(d.root)],
             capture_output=True,
@@ -219,3 +199,29 @@ def test_deploy_pulls_from_the_registry(
         assert leftovers == "", f"the registry password was left in {leftovers}"
     finally:
         tear_down(d)
+
+
+def test_a_registry_that_rejects_the_token_is_one_clear_error(
+    docker_client: docker.DockerClient,
+    built: dict[str, BuiltImage],
+    checkout: Checkout,
+    tmp_path: Path,
+) -> None:
+    """The token service answers, but signs with a key the registry was not given."""
+    with running_registry(
+        tmp_path / "rogue", {REGISTRY_USER: REGISTRY_PASSWORD}, auth="token", rogue=True
+    ) as rogue:
+        checkout.write_env(
+            "rogue",
+            "extends: local.yaml\n"
+            f"registry:\n  url: '{rogue.address}'\n  username: {REGISTRY_USER}\n"
+            "  insecure: true\n",
+        )
+        env = environments.load(checkout.root, "rogue")
+        with pytest.raises(PushError) as info:
+            push(docker_client, env, REPO_ROOT, {"registry_password": SecretStr(REGISTRY_PASSWORD)})
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert rogue.tokens_issued, "the token service was asked and answered"
+    assert "rejected the token" in message, message
+    assert REGISTRY_PASSWORD not in message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,12 +35,14 @@ class LabHost:
     gateway_ip: str  # this machine's address on the engine's bridge: its containers reach it
     client: docker.DockerClient
     root: Path
+    deploy_user: str  # a user in the docker group, not root (as `hubops` in lab.yaml)
 
-    def env_yaml(self) -> str:
-        """The `ssh:` section of an environment that deploys to this host."""
+    def env_yaml(self, user: str | None = None) -> str:
+        """The `ssh:` section of an environment that deploys to this host, as the non-root
+        deploy user unless ``user`` says otherwise."""
         return (
             "ssh:\n  host: 127.0.0.1\n"
-            f"  port: {self.ssh_port}\n  user: root\n"
+            f"  port: {self.ssh_port}\n  user: {user or self.deploy_user}\n"
             f"  key_file: {self.key_file}\n  known_hosts: {self.known_hosts}\n"
         )
 
@@ -86,6 +89,7 @@ def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[tuple
                 f"--bridge={bridge}",
                 "--iptables=false",
                 "--ip-masq=false",
+                "--group=docker",  # the socket's group: the deploy user's way in
                 f"--default-address-pool=base={POOL},size=24",
             ],
             stdout=log,
@@ -137,14 +141,18 @@ def sshd(root: Path, set_env: dict[str, str]) -> Iterator[tuple[int, Path, Path]
     host_key, user_key = root / "host_key", root / "user_key"
     for key in (host_key, user_key):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    (root / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
+    # sshd reads a user's authorized keys as that user: keep them where the deploy user can
+    keys = Path(tempfile.mkdtemp(prefix="hubops-sshkeys-"))
+    keys.chmod(0o755)
+    (keys / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
+    (keys / "authorized_keys").chmod(0o644)
     port = free_port()
     known_hosts = root / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {Path(f'{host_key}.pub').read_text()}")
     env_lines = " ".join(f"{k}={v}" for k, v in set_env.items())
     (root / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-        f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+        f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         + (f"SetEnv {env_lines}\n" if env_lines else "")
@@ -162,6 +170,7 @@ def sshd(root: Path, set_env: dict[str, str]) -> Iterator[tuple[int, Path, Path]
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+        shutil.rmtree(keys, ignore_errors=True)
 
 
 def _listening(port: int) -> bool:
@@ -172,9 +181,48 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
+def deploy_user() -> Iterator[str]:
+    """A system user in the docker group, not root, that logs in with the lab host's key."""
+    name = f"hubops-t{uuid.uuid4().hex[:6]}"
+    subprocess.run(["groupadd", "--force", "--system", "docker"], check=True)
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--password",
+            "*",  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
+            "--shell",
+            "/bin/bash",
+            "--groups",
+            "docker",
+            name,
+        ],
+        check=True,
+    )
+    try:
+        yield name
+    finally:
+        remove_user(name)
+
+
+def remove_user(name: str) -> None:
+    """userdel, after the user's last SSH session has gone."""
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+    wait_for(
+        lambda: subprocess.run(["userdel", name], capture_output=True).returncode in (0, 6),
+        15,
+        f"userdel {name}",
+    )
+
+
+@contextmanager
 def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
-    """sshd + a second engine that its sessions use (DOCKER_HOST)."""
+    """sshd + a second engine that its sessions use (DOCKER_HOST), and a deploy user."""
     with ExitStack() as stack:
+        user = stack.enter_context(deploy_user())
         docker_host, gateway = stack.enter_context(second_engine(root, path_prefix))
         session_env = {"DOCKER_HOST": docker_host}
         if path_prefix is not None:
@@ -190,4 +238,5 @@ def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
             gateway_ip=gateway,
             client=client,
             root=root,
+            deploy_user=user,
         )

@@ -12,7 +12,7 @@ import pytest
 from hubops import environments, images
 from hubops.build import BaseInfo, build_args, context_tar, wanted
 from hubops.images import IMAGES, VERSIONS, spec
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, Checkout
 
 
 def names(env: str) -> list[str]:
@@ -145,3 +145,22 @@ def test_every_image_has_a_dockerfile_with_its_targets() -> None:
             assert f" AS {v.target}\n" in text, (
                 f"{image.context}/Dockerfile lacks target {v.target}"
             )
+
+
+def test_a_dirty_build_for_a_registry_is_refused_before_anything_is_built(
+    checkout: Checkout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lab pushes to a registry: a -dirty tag would name different builds there."""
+    from hubops import build as build_module
+    from hubops.build import BuildError, build
+
+    revs = {image.name: "0123abcd4567" for image in IMAGES}
+    revs["hub"] = "0123abcd4567-dirty"
+    monkeypatch.setattr(build_module.images, "revisions", lambda root: revs)
+    lab = environments.load(checkout.root, "lab")
+    with pytest.raises(BuildError) as info:
+        build(None, checkout.root, lab)  # type: ignore[arg-type]  # refused before the engine
+    message = str(info.value)
+    assert "inputs of hub have uncommitted changes" in message, message
+    assert "--allow-dirty" in message
+    assert "registry.lab.example.org:5000" in message

@@ -222,3 +222,20 @@ def test_render_is_deterministic(checkout: Checkout) -> None:
     first = {p.name: p.read_bytes() for p in render(checkout.root, env, REVS).files}
     second = {p.name: p.read_bytes() for p in render(checkout.root, env, REVS).files}
     assert first == second, "the same environment and build must render the same bytes"
+
+
+def test_pushed_images_are_deployed_by_digest(checkout: Checkout, hub_secrets: Path) -> None:
+    """With the digests push verified, the host runs exactly those: containers, the pull list
+    and the users' image choices all name ``repository@sha256:...``."""
+    env = environments.load(checkout.root, "lab")
+    tags = render(checkout.root, env, REVS).plan
+    digests = {ref: f"sha256:{n:064x}" for n, ref in enumerate(tags.images)}
+    out = render(checkout.root, env, REVS, digests)
+    by_digest = {f"{ref.rpartition(':')[0]}@{d}" for ref, d in digests.items()}
+    assert set(out.plan.images) == by_digest
+    for container in out.plan.containers:
+        assert container.image in by_digest
+        assert container.labels["org.hubops.image"] == container.image
+    config = load_hub_config(out.directory / "jupyterhub_config.py")
+    assert set(config.DockerSpawner.allowed_images.values()) <= by_digest
+    assert config.DockerSpawner.image in by_digest

@@ -140,3 +140,16 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_server_without_a_gpu_sees_none_even_under_the_nvidia_runtime() -> None:
+    s = spawner("a", policy="none")
+    s._set_gpu_request([])
+    assert s.gpu_env() == {"NVIDIA_VISIBLE_DEVICES": "void"}
+    assert s.extra_host_config["device_requests"] == []
+    with_gpu = spawner("b", "ml-lab")
+    with_gpu._set_gpu_request(["1"])
+    assert with_gpu.gpu_env() == {}, "the device request decides"
+    everything = spawner("c", policy="all")
+    everything._set_gpu_request(None)
+    assert everything.gpu_env() == {}

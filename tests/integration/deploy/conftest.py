@@ -43,6 +43,7 @@ class Deployment:
         }
     )
     transfer: bool = False
+    digests: dict[str, str] | None = None  # what `invoke push` verified: deploy by digest
 
     @property
     def url(self) -> str:
@@ -53,7 +54,7 @@ class Deployment:
         return environments.load(self.checkout.root, self.name)
 
     def rendered(self) -> tuple[Plan, str]:
-        out = render(self.checkout.root, self.env, images.revisions(REPO_ROOT))
+        out = render(self.checkout.root, self.env, images.revisions(REPO_ROOT), self.digests)
         return out.plan, (out.directory / "jupyterhub_config.py").read_text()
 
     def deploy(

@@ -1,15 +1,23 @@
 """Deploys over SSH to a "lab host" on loopback: Debian's sshd with a throwaway key, in front of
-a second Docker engine that starts without any hubops image, so --transfer must bring them."""
+a second Docker engine that starts without any hubops image, so --transfer must bring them.
+The deploy logs in as a non-root member of the docker group (as `hubops` in lab.yaml): root's
+file work on the host goes through the engine (hubops.rootfiles)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
+import yaml
 
+from hubops.deploy import file_host
 from hubops.doctor import run_checks
+from hubops.errors import HubopsError
+from hubops.prepare import prepare
 from hubops.ssh import SSHError, SSHHost
 from hubops.target import open_host
 from tests.conftest import Checkout
@@ -19,7 +27,7 @@ from tests.integration.deploy.conftest import (
     make_deployment,
     tear_down,
 )
-from tests.support.labhost import LabHost
+from tests.support.labhost import LabHost, remove_user
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +98,77 @@ def test_doctor_on_a_healthy_lab_host(ssh_deployment: Deployment) -> None:
     assert "SIMULATED" in checks["nvidia driver"].detail
     assert checks["gpu in containers"].detail == "a container given all GPUs sees 4"
     assert checks["clock"].status == "ok"
+
+
+def test_the_non_root_deploy_leaves_root_owned_state(
+    ssh_deployment: Deployment, lab: LabHost
+) -> None:
+    """The deploy user is not root, yet the hub's state is root's, with the modes it needs."""
+    d = ssh_deployment
+    with open_host(d.checkout.root, d.env) as host:
+        assert host.run("id -u").stdout.strip() != "0", "the deploy user is not root"
+        assert "docker" in host.run("id -nG").stdout.split()
+    secrets = d.root / "srv" / "secrets"
+    assert (secrets.stat().st_uid, oct(secrets.stat().st_mode & 0o777)) == (0, "0o700")
+    for f in secrets.iterdir():
+        assert f.stat().st_uid == 0, f"{f} belongs to root"
+    cookie = d.root / "srv" / "jupyterhub_cookie_secret"
+    assert (cookie.stat().st_uid, oct(cookie.stat().st_mode & 0o777)) == (0, "0o600")
+    config = d.root / "etc" / "jupyterhub_config.py"
+    assert (config.stat().st_uid, oct(config.stat().st_mode & 0o777)) == (0, "0o644")
+
+
+def test_a_config_change_and_a_backup_as_the_non_root_user(ssh_deployment: Deployment) -> None:
+    d = ssh_deployment
+    d.set("singleuser.mem_limit", "1500M")
+    start = time.monotonic()
+    result = d.deploy()
+    print(
+        f"config-change deploy over SSH as {d.env.settings.ssh.user}: "  # type: ignore[union-attr]
+        f"{time.monotonic() - start:.2f}s (hub unavailable {result.hub_unavailable_s:.1f}s)"
+    )
+    assert result.backup, "the DB was backed up first"
+    assert any(x.startswith("config ") for x in result.done), result.done
+    backup = d.root / "srv" / "backups" / result.backup / "jupyterhub.sqlite"
+    assert backup.stat().st_size > 0, "the online backup is there, written as root"
+    assert requests.get(f"{d.url}/hub/health", timeout=5).status_code == 200
+
+
+def test_a_deploy_user_outside_the_docker_group_is_one_clear_error(
+    ssh_deployment: Deployment, lab: LabHost
+) -> None:
+    name = f"nodock{uuid.uuid4().hex[:6]}"
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--password",
+            "*",  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
+            "--shell",
+            "/bin/bash",
+            name,
+        ],
+        check=True,
+    )
+    try:
+        d = ssh_deployment
+        plan, _ = d.rendered()
+        d.set("ssh", yaml.safe_load(lab.env_yaml(user=name))["ssh"])
+        with open_host(d.checkout.root, d.env) as host, pytest.raises(HubopsError) as info:
+            file_host(host, plan)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1, message
+        assert f"{name} may not use Docker" in message
+        assert f"usermod -aG docker {name}" in message
+        with open_host(d.checkout.root, d.env) as host, pytest.raises(HubopsError) as info:
+            prepare(host, d.env.settings, "unused")
+        assert "needs root or passwordless sudo" in str(info.value), info.value
+    finally:
+        d.set("ssh", yaml.safe_load(lab.env_yaml())["ssh"])
+        remove_user(name)
 
 
 def test_an_unknown_host_key_is_refused(

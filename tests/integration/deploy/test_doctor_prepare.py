@@ -67,6 +67,8 @@ def test_doctor_accepts_a_valid_certificate_and_a_free_port(
     assert checks[f"port {d.port}"].status == "ok"
     assert checks["tls"].status == "ok", checks["tls"]
     assert "key matches" in checks["tls"].detail
+    runtime = checks["default runtime"]
+    assert (runtime.status, runtime.detail) == ("ok", "runc"), "this engine's default runtime"
 
 
 def test_doctor_reports_a_key_that_does_not_match(undeployed: Deployment, tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ def test_a_server_gets_its_own_gpu_and_gives_it_back(target: Target, alice: Logg
     wait_for(lambda: alice.container not in holdings(target), 30, "the GPU to come back")
     restart(admin, "alice", gpus=0)
     assert alice.container not in holdings(target), "gpus=0 holds no GPU"
+    assert device_ids(target, alice.container) == []
+    assert visible_devices(target, alice.container) == "void", (
+        "no GPU even where the default runtime is nvidia"
+    )
     admin.stop_server("alice")
 
 
