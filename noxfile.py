@@ -56,6 +56,24 @@ def integration(session: nox.Session) -> None:
     session.run("pytest", "tests/integration", *session.posargs)
 
 
+@nox.session(default=False, tags=["pytorch"])
+def pytorch(session: nox.Session) -> None:
+    """Only the pytorch variant's build and checks (also part of `integration`; no GPU needed).
+
+    torch imports, its CUDA matches the image's label, the CUDA libraries load and are in the
+    image once; prints the image's size and build time (about 3 GB of wheels when cold).
+    """
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-m",
+        "pytorch",
+        "-s",
+        "tests/integration/images/test_pytorch.py",
+        *session.posargs,
+    )
+
+
 @nox.session(default=False, tags=["bench"])
 def bench(session: nox.Session) -> None:
     """Benchmarks (not tests): hubops vs a hand-made setup; writes results/bench-*/."""

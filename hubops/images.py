@@ -20,8 +20,10 @@ NAMESPACE = "hubops"
 VERSIONS: Mapping[str, str] = {
     "JUPYTERHUB_VERSION": "5.5.4",  # hub and singleuser alike: a mismatch fails the build
     "CHP_VERSION": "4.6.3",  # configurable-http-proxy 4.x runs on Debian 12's Node 18
-    "TORCH_VERSION": "2.5.1",  # PyPI's Linux wheel of 2.5.1 is built for CUDA 12.4
-    "TORCH_CUDA": "12.4",
+    # PyPI's Linux wheel of torch 2.15.0 brings CUDA 13.2 (cuda-toolkit 13.2.2, cuDNN 9.26):
+    # the driver must support CUDA 13 (580 or newer); doctor compares it with this label
+    "TORCH_VERSION": "2.15.0",
+    "TORCH_CUDA": "13.2",
 }
 
 # Files every build context gets besides its own directory (shared build scripts).
@@ -103,14 +105,14 @@ IMAGES: tuple[ImageSpec, ...] = (
         base="singleuser_base_image",
         args=("JUPYTERHUB_VERSION",),
         variants=(
-            Variant("base", target="base", description="JupyterLab on the CUDA runtime base"),
+            Variant("base", target="base", description="JupyterLab, GPU-ready"),
             Variant(
                 "pytorch",
                 target="pytorch",
                 parent="base",
                 cuda=VERSIONS["TORCH_CUDA"],
                 args=("TORCH_VERSION", "TORCH_CUDA"),
-                description="base + CUDA-enabled PyTorch",
+                description="base + PyTorch with its wheels' CUDA user-space",
             ),
         ),
     ),

@@ -590,9 +590,10 @@ class BuildSettings(Section):
         description="FROM image of the hub and proxy images (Debian or Ubuntu).",
     )
     singleuser_base_image: str = Field(
-        "nvidia/cuda:12.4.1-runtime-ubuntu22.04",
-        description="FROM image of the singleuser images: a CUDA runtime image on a GPU "
-        "server; the bootstrapped image (bootstrap.image) where nothing can be pulled.",
+        "ubuntu:24.04",
+        description="FROM image of the singleuser images: a plain OS image (the frameworks' "
+        "wheels bring their CUDA user-space, so a CUDA runtime image would ship it twice); "
+        "the bootstrapped image (bootstrap.image) where nothing can be pulled.",
     )
     bootstrap: BootstrapSettings = Field(
         default_factory=BootstrapSettings,

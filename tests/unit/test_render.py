@@ -134,7 +134,7 @@ def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
     spawner = HubopsSpawner(config=config, user=SimpleNamespace(name="alice", groups=[]))
     registry = "registry.lab.example.org:5000/hubops/singleuser"
     assert spawner.allowed_images == {
-        "CUDA base: Python + JupyterLab": f"{registry}:base-{BUILD}",
+        "Python + JupyterLab": f"{registry}:base-{BUILD}",
         "PyTorch (CUDA)": f"{registry}:pytorch-{BUILD}",
     }
     assert spawner.image == f"{registry}:base-{BUILD}", "the first choice is the default"

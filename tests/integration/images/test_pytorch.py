@@ -1,0 +1,113 @@
+"""The flagship `pytorch` variant, built here (no GPU is needed to build or check it): torch
+imports, its CUDA is the one the image's label declares, the CUDA libraries load, and they are
+in the image once. The cold build downloads about 3 GB of wheels and took about 2 minutes
+here, so it is part of the default run; `nox -s pytorch` runs it alone.
+
+On a host with a real GPU, `nox -s gpu` runs the CUDA smoke test in this image.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+import testinfra
+
+from hubops import environments
+from hubops.build import BuiltImage, build
+from hubops.images import VERSIONS
+from tests.conftest import REPO_ROOT, Checkout
+
+pytestmark = pytest.mark.pytorch
+
+CHECK = """
+import ctypes, glob, json, os, sysconfig
+import torch
+site = sysconfig.get_paths()["purelib"]
+found = {}
+for name in ("libcudart.so*", "libcublas.so*", "libcudnn.so*"):
+    paths = sorted(p for p in glob.glob(f"{site}/nvidia/**/{name}", recursive=True)
+                   if not os.path.islink(p))
+    found[name] = paths
+    ctypes.CDLL(paths[0])
+print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
+                  "cudnn": torch.backends.cudnn.version(), "available": torch.cuda.is_available(),
+                  "libs": found}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pytorch(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> BuiltImage:
+    """The pytorch variant as an environment that offers it builds it (timed)."""
+    root = tmp_path_factory.mktemp("pytorch")
+    checkout = Checkout(root)
+    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
+    checkout.write_env(
+        "torch",
+        "extends: local.yaml\n"
+        "singleuser:\n  image: null\n  images:\n    Python: base\n    PyTorch: pytorch\n",
+    )
+    start = time.monotonic()
+    built = build(docker_client, REPO_ROOT, environments.load(root, "torch"))
+    image = next(b for b in built if b.variant == "pytorch")
+    print(
+        f"\npytorch variant: {image.size / 1e9:.2f} GB, built in {image.seconds:.0f}s "
+        f"({'cached' if image.cached else 'cold'}; {time.monotonic() - start:.0f}s with its "
+        "parents)"
+    )
+    return image
+
+
+@pytest.fixture
+def container(
+    docker_client: docker.DockerClient, pytorch: BuiltImage
+) -> Iterator[testinfra.host.Host]:
+    c = docker_client.containers.run(
+        pytorch.pinned,
+        entrypoint=["sleep", "infinity"],
+        command=[],
+        detach=True,
+        network_mode="none",
+        labels={"org.hubops.role": "test"},
+    )
+    yield testinfra.get_host(f"docker://{c.id}")
+    c.remove(force=True)
+
+
+def test_torch_imports_and_its_cuda_is_the_labelled_one(
+    pytorch: BuiltImage, container: testinfra.host.Host
+) -> None:
+    result = json.loads(container.check_output(f"python3 -c '{CHECK}'"))
+    assert result["torch"].startswith(VERSIONS["TORCH_VERSION"]), result
+    assert result["cuda"] == pytorch.labels["org.hubops.cuda"] == VERSIONS["TORCH_CUDA"], result
+    assert result["cudnn"], "cuDNN loads"
+    assert result["available"] is False, "no GPU here: torch says so instead of failing"
+    for name, paths in result["libs"].items():
+        assert len(paths) == 1, f"{name}: one copy from the wheels, found {paths}"
+
+
+def test_the_cuda_user_space_is_shipped_once(container: testinfra.host.Host) -> None:
+    """No CUDA runtime base underneath: the wheels' libraries are the only ones."""
+    as_root = testinfra.get_host(f"docker://root@{container.backend.name}")
+    for name in ("libcudart.so*", "libcublas.so*", "libcudnn.so*"):
+        found = as_root.check_output(
+            f"find / -xdev \\( -path /proc -prune \\) -o -name '{name}' -type f -print"
+        ).split()
+        assert len(found) == 1, f"{name} is in the image {len(found)} times: {found}"
+    assert not container.file("/usr/local/cuda").exists, "no CUDA runtime base"
+
+
+def test_torch_is_byte_compiled_for_the_non_root_user(container: testinfra.host.Host) -> None:
+    """Users cannot write to /opt/venv: without .pyc files every import compiles again."""
+    assert container.user().uid == 1000
+    missing = container.check_output(
+        'python3 -c "import importlib.util, sys, torch, os; '
+        'print(os.path.exists(importlib.util.cache_from_source(torch.__file__)))"'
+    )
+    assert missing == "True", "torch/__init__.py has no .pyc"
