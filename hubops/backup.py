@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from hubops.errors import HubopsError
+from hubops.errors import BackupError
 from hubops.hosts import Host, quote
 from hubops.plan import CONFIG_FILE, COOKIE_SECRET_FILE, DB_FILE, HUB_DATA_DIR
 from hubops.settings import Environment
@@ -22,10 +22,6 @@ ONLINE_BACKUP = (
     "src = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); "
     "dst = sqlite3.connect(sys.argv[2]); src.backup(dst); dst.close(); src.close()"
 )
-
-
-class BackupError(HubopsError):
-    """A backup or restore failed, or names a backup that does not exist."""
 
 
 def backups_dir(settings: Environment) -> str:

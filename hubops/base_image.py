@@ -14,8 +14,8 @@ from pathlib import Path
 
 import docker
 
-from hubops.errors import HubopsError
-from hubops.hosts import CommandError, LocalHost, quote
+from hubops.errors import CommandError, HubopsError
+from hubops.hosts import LocalHost, quote
 from hubops.settings import BootstrapSettings, MirrorSettings
 
 DEFAULTS = {

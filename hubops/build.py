@@ -22,13 +22,14 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, ImageNotFound
+from hubops_hub.labels import LABEL_JH, LABEL_ROLE
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hubops import __version__, base_image, images
 from hubops.engine import BUILD_NETWORK, ensure_network
 from hubops.environments import LoadedEnvironment
-from hubops.errors import HubopsError
+from hubops.errors import BuildError, HubopsError
 from hubops.images import ImageSpec, Variant
 from hubops.settings import Environment, resolve_repo_path
 
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 LOG_DIR = Path("build") / "logs"
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 _ARG = re.compile(r"^\s*ARG\s+(.+)$", re.MULTILINE)
-
-
-class BuildError(HubopsError):
-    """A build step failed; the message holds the step and its output."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ def build(
                 f"expected one of: {', '.join(known)}"
             )
         todo = [(i, v) for i, v in todo if i.name in only or f"{i.name}:{v.name}" in only]
-    ensure_network(client, BUILD_NETWORK, {"org.hubops.role": "build"})
+    ensure_network(client, BUILD_NETWORK, {LABEL_ROLE: "build"})
     bases = {key: ensure_base(client, settings, key, console) for key in {i.base for i, _ in todo}}
     ca = _ca_bundle(repo_root, env)
     built: list[BuiltImage] = []
@@ -375,7 +372,7 @@ def check_versions(
     client: docker.DockerClient, settings: Environment, revs: dict[str, str]
 ) -> None:
     """JupyterHub must be the same version in the hub and every singleuser image it spawns."""
-    label = "org.hubops.jupyterhub.version"
+    label = LABEL_JH
     found: dict[str, str] = {}
     for image, variant in wanted(settings):
         ref = images.pinned_ref(

@@ -1,13 +1,18 @@
-"""``invoke deploy``: put the rendered hub on its host, atomically and idempotently.
+"""``invoke deploy``: put the rendered hub on its host, atomically, idempotently, one at a time.
 
-Order: host directories, backup (online SQLite backup, cookie secret, config), secrets,
-images (pull or transfer), network, config (temp file + rename), proxy, DB upgrade when
-JupyterHub's version changes, hub, health. The proxy is its own container and JupyterHub does
-not stop user servers on shutdown, so replacing the hub neither stops nor disconnects them.
+Order: the environment's lock on the host (hubops.lock); recovery of a deploy that was cut off
+(a swap the host did not finish, files of a deploy killed before its swap); checks that change
+nothing (TLS pair, free disk); images (pull by digest or transfer); host directories; backup
+(online SQLite backup, cookie secret, config); network; the current config and secret files
+kept aside; secrets and config written; then the swap of the proxy and hub, run on the host
+as one unit that outlives this process (hubops.swap): it finishes, or rolls back everything it
+and this deploy changed (containers, config and secret files, the DB when it was upgraded) on
+its own. Until the swap, the running hub is left alone, so a deploy killed at any point leaves
+the site serving. The proxy is its own container and JupyterHub does not stop user servers on
+shutdown, so replacing the hub neither stops nor disconnects them.
 
 Each container carries a hash of what made it (spec, image ID and, for the hub, the config and
-secret files): a deploy that changes nothing restarts nothing. If the new hub is not healthy in
-time, the previous config, container, image and DB come back, and the error quotes its log.
+secret files): a deploy that changes nothing restarts nothing.
 """
 
 from __future__ import annotations
@@ -20,33 +25,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hubops_hub.labels import LABEL_ENV, LABEL_HASH, LABEL_JH
 from pydantic import SecretStr
 
-from hubops import dockerhost, tls
-from hubops.backup import backup, prune_backups, restore_files
-from hubops.errors import HubopsError
+from hubops import dockerhost, lock, network, tls
+from hubops import swap as swap_unit
+from hubops.backup import backup, list_backups, prune_backups, restore_files
+from hubops.errors import BackupError, DeployError, HubopsError
 from hubops.hosts import Host, quote
 from hubops.plan import (
     CONFIG_FILE,
+    COOKIE_SECRET_FILE,
     DB_FILE,
     HUB_PORT,
-    LABEL_PREFIX,
     PROXY_PORT,
     ContainerSpec,
     Plan,
 )
-from hubops.rootfiles import root_files
+from hubops.rootfiles import root_command, root_files
 from hubops.secrets import PROXY_TOKEN, REGISTRY_PASSWORD
 from hubops.settings import Environment
 
-LABEL_HASH = f"{LABEL_PREFIX}.spec-hash"
-LABEL_JH = f"{LABEL_PREFIX}.jupyterhub.version"
 PROXY_GID = 65534  # the proxy image runs as 65534:65534 and must read its token file
 ROLES = ("proxy", "hub")  # start order: the proxy first, so that it keeps user routes
-
-
-class DeployError(HubopsError):
-    """The deploy failed; what it changed has been rolled back."""
 
 
 ImageFetcher = Callable[[Host, list[str]], None]
@@ -121,16 +122,33 @@ def take_snapshot(
 ) -> dockerhost.Snapshot:
     """Everything a deploy compares, read from the host in one command (two for a deploy
     user that is not root: the engine's state, then the files through a root helper)."""
+    _config, config_prev, _, secrets_prev = _saved(settings)
     return dockerhost.snapshot(
         host,
         read=[_config_path(settings), *_tls_files(settings)],
         images=list(dict.fromkeys([*plan.images, *(c.image for c in plan.containers)])),
-        containers=[c.name for c in plan.containers],
+        containers=[
+            *(c.name for c in plan.containers),
+            *(f"{c.name}-previous" for c in plan.containers),  # a swap that was cut off
+        ],
         sums=[
             *(quote(p) for p in plan.generated_secrets.values()),
             f"{quote(_secrets_dir(settings))}/*",
+            # files a deploy kept aside and has not dropped yet
+            quote(config_prev),
+            quote(f"{config_prev}.absent"),
+            f"{quote(secrets_prev)}/*",
         ],
         files=_same(host, files),
+    )
+
+
+def interrupted(snap: dockerhost.Snapshot, plan: Plan, settings: Environment) -> bool:
+    """Whether an earlier deploy was cut off (its swap, or before it): see recover()."""
+    _, config_prev, _, secrets_prev = _saved(settings)
+    marks = (config_prev, f"{config_prev}.absent", f"{secrets_prev}/")
+    return any(f"{c.name}-previous" in snap.containers for c in plan.containers) or any(
+        mark in line for line in snap.sums.splitlines() for mark in marks
     )
 
 
@@ -241,13 +259,59 @@ def deploy(
     health_timeout: float = 90,
     keep_backups: int = 10,
     progress: Progress = lambda _: None,
+    lock_wait: float = 0,
+    break_lock: bool = False,
 ) -> DeployResult:
     """Make the host run ``plan`` with ``config_text``; roll back if the new hub fails.
 
     ``host`` may log in as root or as a member of the docker group: root's file work then
     goes through a helper container (hubops.rootfiles), after the images are on the host.
+    One deploy of an environment runs at a time (hubops.lock). The swap of the containers
+    runs on the host as one unit that finishes or rolls back on its own (hubops.swap).
     """
     start = time.monotonic()
+    held = lock.acquire(host, plan.environment, wait=lock_wait, break_lock=break_lock)
+    progress(f"took the deploy lock ({held.holder})")
+    handed_over = False
+
+    def hand_over() -> None:
+        nonlocal handed_over
+        handed_over = True
+
+    try:
+        result = _deploy(
+            host,
+            plan,
+            settings,
+            config_text,
+            secrets,
+            fetch_images,
+            health_timeout,
+            keep_backups,
+            progress,
+            held,
+            hand_over,
+        )
+    finally:
+        if not handed_over:
+            lock.release(host, held)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _deploy(
+    host: Host,
+    plan: Plan,
+    settings: Environment,
+    config_text: str,
+    secrets: dict[str, SecretStr],
+    fetch_images: ImageFetcher,
+    health_timeout: float,
+    keep_backups: int,
+    progress: Progress,
+    held: lock.Lock,
+    hand_over: Callable[[], None],
+) -> DeployResult:
     fetched: list[str] = []
     files = file_host(host, plan)
     if files is None:  # not root, and no hubops image on the host yet: fetch them first
@@ -259,19 +323,27 @@ def deploy(
         if files is None:
             raise DeployError(f"{host.name}: the images were fetched but are not there")
     snap = take_snapshot(host, plan, settings, files)
-    problem = _tls_problem(settings, snap, host)
+    recovered: list[str] = []
+    if interrupted(snap, plan, settings):
+        recovered = recover(host, files, plan, settings, health_timeout, progress)
+        snap = take_snapshot(host, plan, settings, files)
+    proxy_now = snap.containers.get(_spec(plan, "proxy").name)
+    if proxy_now and dockerhost.is_running(proxy_now):
+        broken = network.resolution_problem(host, plan, both=False)
+        if broken:
+            progress(f"repairing the network: {broken}")
+            recovered += network.repair(host, plan)
+    problem = _tls_problem(settings, snap, host) or _disk_problem(files, settings)
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
     changes = find_changes(host, plan, settings, config_text, secrets, snap)
     result = DeployResult(plan.environment, plan.public_url, changes)
-    result.done += [f"fetched {ref}" for ref in fetched]
+    result.done += recovered + [f"fetched {ref}" for ref in fetched]
     if changes.nothing:
         _wait_healthy(host, plan, settings, timeout=health_timeout)
-        result.seconds = time.monotonic() - start
         return result
 
     paths = settings.paths
-    config_path = _config_path(settings)
     hub = _spec(plan, "hub")
     old_hub = snap.containers.get(hub.name)
     if changes.missing_images:  # first: a non-root deploy user's file work needs an image
@@ -284,13 +356,7 @@ def deploy(
         result.backup = backup(
             host, settings, _image_of(old_hub) or hub.image, hub.name, files=files
         )
-        prune_backups(files, settings, keep_backups)
         result.done.append(f"backup {result.backup}")
-    old_config = snap.files[config_path]
-    if changes.secrets_changed:
-        _write_secrets(files, settings, secrets)
-        result.done.append("secrets written")
-    result.done += [f"generated {name}" for name in _generate_secrets(files, plan)]
     if dockerhost.inspect(host, "network", plan.network) is None:
         host.run(
             quote(
@@ -300,41 +366,143 @@ def deploy(
                 "--driver",
                 "bridge",
                 "--label",
-                f"{LABEL_PREFIX}.environment={plan.environment}",
+                f"{LABEL_ENV}={plan.environment}",
                 plan.network,
             )
         )
         result.done.append(f"network {plan.network}")
-    if changes.config_changed:
-        write_atomic(files, config_path, config_text, mode="0644")
-        result.done.append(f"config {config_path}")
-
-    def restore_config() -> None:
-        if changes.config_changed:
-            if old_config is None:
-                files.run(f"rm -f {quote(config_path)}", check=False)
-            else:
-                write_atomic(files, config_path, old_config, mode="0644")
-
-    snap = take_snapshot(host, plan, settings, files)  # images and secret files as they are now
+    progress("keeping the current config and secret files aside")
+    files.run(_save_state(settings))
     try:
-        if "proxy" in changes.containers:
-            proxy = _spec(plan, "proxy")
-            progress(f"starting {proxy.name}")
-            _recreate(host, proxy, {LABEL_HASH: _spec_hash(snap, proxy, {})})
-            result.done.append(f"proxy {proxy.name}")
-    except HubopsError:
-        restore_config()
+        if changes.secrets_changed:
+            _write_secrets(files, settings, secrets)
+            result.done.append("secrets written")
+        result.done += [f"generated {name}" for name in _generate_secrets(files, plan)]
+        if changes.config_changed:
+            write_atomic(files, _config_path(settings), config_text, mode="0644")
+            result.done.append(f"config {_config_path(settings)}")
+        swap = _swap_for(host, files, plan, settings, changes, config_text, result, held)
+        swap.health_timeout = health_timeout
+    except BaseException:
+        files.run(_restore_state(settings), check=False)
         raise
-    if "hub" in changes.containers or "proxy" in changes.containers:
-        progress(f"starting {hub.name}")
-        want = _spec_hash(snap, hub, _hub_inputs(snap, config_text))
-        result.hub_unavailable_s = _replace_hub(
-            host, files, plan, settings, want, old_hub, health_timeout, progress, restore_config
+    progress("handing the swap to the host (it finishes or rolls back on its own)")
+    stopped_at = time.monotonic()
+    outcome = swap_unit.run_detached(
+        host, swap, progress, timeout=health_timeout + 240, on_started=hand_over
+    )
+    if outcome.state != "done":
+        hub_log = dockerhost.logs(host, f"{hub.name}-failed")
+        host.run(quote("docker", "rm", "-f", f"{hub.name}-failed"), check=False)
+        raise DeployError(
+            f"{outcome.detail}. Not put back: the images fetched and the backup "
+            f"{result.backup or '(none)'} stay.{_log_tail(hub_log)}"
         )
-        result.done.append(f"hub {hub.name}")
-    result.seconds = time.monotonic() - start
+    result.hub_unavailable_s = time.monotonic() - stopped_at if old_hub is not None else 0.0
+    result.done += [
+        f"{role} {_spec(plan, role).name}" for role in ROLES if role in changes.containers
+    ]
+    prune_backups(files, settings, keep_backups)
     return result
+
+
+def _log_tail(text: str) -> str:
+    return f" The new hub's log ends:\n{text}" if text.strip() else ""
+
+
+def _swap_for(
+    host: Host,
+    files: Host,
+    plan: Plan,
+    settings: Environment,
+    changes: Changes,
+    config_text: str,
+    result: DeployResult,
+    held: lock.Lock,
+) -> swap_unit.Swap:
+    """The unit that replaces the containers ``changes`` names, and how it rolls back."""
+    snap = take_snapshot(host, plan, settings, files)  # images and secret files as they are now
+    hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
+    old = snap.containers.get(hub.name)
+    new_version = _image_label(host, hub.image, LABEL_JH)
+    old_version = dockerhost.labels(old).get(LABEL_JH) if old else None
+    upgrade = bool(old_version and new_version and old_version != new_version)
+    labels = {
+        LABEL_HASH: _spec_hash(snap, hub, _hub_inputs(snap, config_text)),
+        **({LABEL_JH: new_version} if new_version else {}),
+    }
+    replace_proxy = "proxy" in changes.containers
+    return swap_unit.Swap(
+        environment=plan.environment,
+        hub=hub.name,
+        proxy=proxy.name,
+        create_hub=dockerhost.create_command(hub, labels),
+        create_proxy=(
+            dockerhost.create_command(proxy, {LABEL_HASH: _spec_hash(snap, proxy, {})})
+            if replace_proxy
+            else None
+        ),
+        health_urls=_health_urls(plan, settings),
+        health_timeout=90,
+        prepare=(
+            (
+                f"upgrading the DB to JupyterHub {new_version}",
+                _upgrade_db_command(settings, hub.image),
+            )
+            if upgrade
+            else None
+        ),
+        undo_prepare=(
+            ("DB", root_command(files, _restore_db_command(settings, result.backup)))
+            if upgrade and result.backup
+            else None
+        ),
+        restore_files=root_command(files, _restore_state(settings)),
+        finish=[root_command(files, _drop_state(settings)) + " || true"],
+        lock=held,
+    )
+
+
+def recover(
+    host: Host,
+    files: Host,
+    plan: Plan,
+    settings: Environment,
+    health_timeout: float,
+    progress: Progress,
+) -> list[str]:
+    """Before anything else: finish or undo a swap that was cut off (the host restarted under
+    the unit, say), and put back the files of a deploy that was killed before its swap.
+    Returns what was done."""
+    hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
+    names = [hub.name, f"{hub.name}-previous", proxy.name, f"{proxy.name}-previous"]
+    state = dockerhost.snapshot(host, read=[], images=[], containers=names, sums=[])
+    have = state.containers
+    previous = [n for n in names if n.endswith("-previous") and n in have]
+    current = have.get(hub.name)
+    if previous and current is not None and dockerhost.is_running(current):
+        try:
+            _wait_healthy(host, plan, settings, timeout=min(health_timeout, 30))
+        except HubopsError:
+            pass
+        else:  # the new hub serves: the swap was done, only its clean-up was cut off
+            files.run(_drop_state(settings), check=False)
+            host.run(quote("docker", "rm", "-f", *previous), check=False)
+            progress("finished an earlier swap that was cut off after the new hub was healthy")
+            return ["finished an interrupted swap"]
+    if not previous:  # killed before its swap: the running hub goes with the saved files
+        files.run(_restore_state(settings), check=False)
+        progress("put back the config and secret files of a deploy killed before its swap")
+        return ["restored the files of an interrupted deploy"]
+    progress("an earlier swap was cut off before the new hub was healthy: rolling it back")
+    for name in (hub.name, proxy.name):
+        if f"{name}-previous" in have:
+            host.run(quote("docker", "rm", "-f", name), check=False)
+            host.run(quote("docker", "rename", f"{name}-previous", name))
+            host.run(quote("docker", "start", name), check=False)
+    files.run(_restore_state(settings), check=False)
+    _wait_healthy(host, plan, settings, timeout=health_timeout)
+    return ["rolled back an interrupted swap"]
 
 
 # --- containers ------------------------------------------------------------------------------
@@ -352,9 +520,10 @@ def _spec_hash(snap: dockerhost.Snapshot, spec: ContainerSpec, inputs: dict[str,
 
 def _hub_inputs(snap: dockerhost.Snapshot, config_text: str) -> dict[str, str]:
     """What the hub reads at start-up besides its spec: the config and the secret files."""
+    live = "\n".join(line for line in snap.sums.splitlines() if ".previous" not in line)
     return {
         "config": hashlib.sha256(config_text.encode()).hexdigest(),
-        "secrets": hashlib.sha256(snap.sums.encode()).hexdigest(),
+        "secrets": hashlib.sha256(live.encode()).hexdigest(),
     }
 
 
@@ -373,131 +542,126 @@ def _image_of(container: dict[str, Any] | None) -> str | None:
     return str(image) if image else None
 
 
-def _recreate(host: Host, spec: ContainerSpec, labels: dict[str, str]) -> None:
-    dockerhost.remove(host, spec.name)
-    host.run(dockerhost.create_command(spec, labels))
-    host.run(quote("docker", "start", spec.name))
-
-
-def _replace_hub(
-    host: Host,
-    files: Host,
-    plan: Plan,
-    settings: Environment,
-    want: str,
-    old: dict[str, Any] | None,
-    health_timeout: float,
-    progress: Progress,
-    restore_config: Callable[[], None],
-) -> float:
-    """Stop the old hub (kept as <name>-previous), start the new one, wait until healthy.
-
-    Returns the seconds the hub was unavailable. On failure the previous config, DB (when it
-    was upgraded) and hub come back, in that order, and the previous hub is healthy again.
-    """
-    spec = _spec(plan, "hub")
-    previous = f"{spec.name}-previous"
-    dockerhost.remove(host, previous)
-    upgraded = False
-    stopped_at = time.monotonic()
-    if old is not None:
-        progress("stopping the old hub")
-        host.run(quote("docker", "stop", "--time", "20", spec.name))
-        host.run(quote("docker", "rename", spec.name, previous))
-        progress("old hub stopped")
-    new_version = _image_label(host, spec.image, LABEL_JH)
-    try:
-        old_version = dockerhost.labels(old).get(LABEL_JH) if old else None
-        if old_version and new_version and old_version != new_version:
-            progress(f"upgrading the DB from JupyterHub {old_version} to {new_version}")
-            upgraded = True
-            _upgrade_db(host, settings, spec.image)
-        labels = {LABEL_HASH: want, **({LABEL_JH: new_version} if new_version else {})}
-        host.run(dockerhost.create_command(spec, labels))
-        host.run(quote("docker", "start", spec.name))
-        progress("new hub started; waiting for /hub/health")
-        _wait_healthy(host, plan, settings, timeout=health_timeout)
-        progress("new hub healthy")
-    except HubopsError as exc:
-        hub_log = dockerhost.logs(host, spec.name)
-        dockerhost.remove(host, spec.name)
-        restore_config()
-        back = "state (no hub ran before)"
-        if old is not None:
-            if upgraded:
-                restore_files(files, settings, db_only=True)
-            host.run(quote("docker", "rename", previous, spec.name))
-            host.run(quote("docker", "start", spec.name))
-            try:
-                _wait_healthy(host, plan, settings, timeout=health_timeout)
-                back = "hub, config and DB, which serve again"
-            except HubopsError as again:
-                back = f"hub, config and DB, but it is not healthy either ({again})"
-        raise DeployError(
-            f"the new hub did not become healthy ({exc}); rolled back to the previous {back}. "
-            f"The new hub's log ends:\n{hub_log}"
-        ) from None
-    dockerhost.remove(host, previous)
-    return time.monotonic() - stopped_at if old is not None else 0.0
-
-
 def _image_label(host: Host, ref: str, key: str) -> str | None:
     found = dockerhost.inspect(host, "image", ref)
     value = ((found or {}).get("Config") or {}).get("Labels") or {}
     return str(value[key]) if value.get(key) else None
 
 
-def _upgrade_db(host: Host, settings: Environment, image: str) -> None:
+def _upgrade_db_command(settings: Environment, image: str) -> str:
     data = settings.paths.data_dir
-    host.run(
-        quote(
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            f"type=bind,source={data},target=/srv/jupyterhub",
-            image,
-            "jupyterhub",
-            "upgrade-db",
-            f"--db=sqlite:////srv/jupyterhub/{DB_FILE}",
-        ),
-        timeout=300,
+    return quote(
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        f"type=bind,source={data},target=/srv/jupyterhub",
+        image,
+        "jupyterhub",
+        "upgrade-db",
+        f"--db=sqlite:////srv/jupyterhub/{DB_FILE}",
     )
 
 
-HEALTH_SCRIPT = """
-import ssl, sys, time, urllib.request
-deadline = time.monotonic() + float(sys.argv[1])
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-while True:
-    try:
-        for url in sys.argv[2:]:
-            urllib.request.urlopen(url, timeout=3, context=ctx).read()
-        sys.exit(0)
-    except Exception as exc:
-        if time.monotonic() > deadline:
-            sys.exit(f"{url}: {exc}")
-        time.sleep(0.2)
-"""
+def _restore_db_command(settings: Environment, stamp: str) -> str:
+    data = settings.paths.data_dir
+    src, dst = f"{data}/backups/{stamp}/{DB_FILE}", f"{data}/{DB_FILE}"
+    return (
+        f"cp -p {quote(src)} {quote(dst)}.hubops-tmp && mv -f {quote(dst)}.hubops-tmp {quote(dst)}"
+    )
+
+
+# --- the state a swap can go back to ----------------------------------------------------------
+
+
+def _saved(settings: Environment) -> tuple[str, str, str, str]:
+    config = _config_path(settings)
+    secrets = _secrets_dir(settings)
+    return config, f"{config}.previous", secrets, f"{secrets}.previous"
+
+
+def _save_state(settings: Environment) -> str:
+    """Root's command that keeps the config and secret files aside (for the rollback)."""
+    config, config_prev, secrets, secrets_prev = (quote(p) for p in _saved(settings))
+    return (
+        f"rm -rf {config_prev} {secrets_prev} && "
+        f"if [ -e {config} ]; then cp -p {config} {config_prev}; "
+        f"else printf '' > {config_prev}.absent; fi && "
+        f"if [ -d {secrets} ]; then cp -a {secrets} {secrets_prev}; fi"
+    )
+
+
+def _restore_state(settings: Environment) -> str:
+    """Root's command that puts the files kept aside back (nothing when none were)."""
+    config, config_prev, secrets, secrets_prev = (quote(p) for p in _saved(settings))
+    return (
+        f"if [ -e {config_prev} ]; then mv -f {config_prev} {config}; fi; "
+        f"if [ -e {config_prev}.absent ]; then rm -f {config} {config_prev}.absent; fi; "
+        f"if [ -d {secrets_prev} ]; then rm -rf {secrets} && mv {secrets_prev} {secrets}; fi; "
+        "true"
+    )
+
+
+def _drop_state(settings: Environment) -> str:
+    _config, config_prev, _secrets, secrets_prev = (quote(p) for p in _saved(settings))
+    return f"rm -rf {config_prev} {config_prev}.absent {secrets_prev}"
+
+
+def _disk_problem(files: Host, settings: Environment) -> str | None:
+    """Room for a backup and new files where the hub's state lives, before anything changes."""
+    data = settings.paths.data_dir
+    out = files.run(
+        f'p={quote(data)}; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; '
+        f'df -Pk "$p" | tail -n 1; du -sk {quote(f"{data}/{DB_FILE}")} 2>/dev/null || echo 0',
+        check=False,
+    ).stdout.split("\n")
+    fields = out[0].split() if out else []
+    if len(fields) < 6 or not fields[3].isdigit():
+        return None
+    free_kb = int(fields[3])
+    db_kb = int((out[1].split() or ["0"])[0]) if len(out) > 1 and out[1].split() else 0
+    need_kb = 2 * db_kb + 2048  # a backup of the DB, a second during an upgrade, the files
+    if free_kb < need_kb:
+        return (
+            f"the disk of {data} ({fields[0]}, mounted at {fields[5]}) has {free_kb} KiB free, "
+            f"and the deploy needs {need_kb} KiB there for the DB's backup and the new files; "
+            "free space on it and deploy again"
+        )
+    return None
+
+
+def _health_urls(plan: Plan, settings: Environment) -> list[str]:
+    """/hub/health on the hub itself and through the proxy (asked from inside the hub)."""
+    proxy = _spec(plan, "proxy")
+    scheme = "https" if settings.tls.enabled else "http"
+    prefix = ("/" + settings.public_url.split("://", 1)[1].partition("/")[2]).rstrip("/")
+    return [
+        f"http://127.0.0.1:{HUB_PORT}{prefix}/hub/health",
+        f"{scheme}://{proxy.name}:{PROXY_PORT}{prefix}/hub/health",
+    ]
 
 
 def _wait_healthy(host: Host, plan: Plan, settings: Environment, timeout: float) -> None:
     """/hub/health answers on the hub itself and through the proxy (checked from the hub)."""
-    hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
-    scheme = "https" if settings.tls.enabled else "http"
-    prefix = ("/" + settings.public_url.split("://", 1)[1].partition("/")[2]).rstrip("/")
-    urls = [
-        f"http://127.0.0.1:{HUB_PORT}{prefix}/hub/health",
-        f"{scheme}://{proxy.name}:{PROXY_PORT}{prefix}/hub/health",
-    ]
+    hub = _spec(plan, "hub")
+    urls = _health_urls(plan, settings)
     deadline = time.monotonic() + timeout
     while True:
         # short rounds: a hub that crashes is noticed between them
         left = min(max(deadline - time.monotonic(), 1.0), 5.0)
         result = host.run(
-            quote("docker", "exec", hub.name, "python3", "-c", HEALTH_SCRIPT, f"{left:.0f}", *urls),
+            quote(
+                "docker",
+                "exec",
+                hub.name,
+                "python3",
+                "-c",
+                swap_unit.HEALTH_SCRIPT,
+                f"{left:.0f}",
+                *urls,
+            ),
             check=False,
             timeout=left + 30,
         )
@@ -614,3 +778,85 @@ def reload_certificate(
             f"{proxy.name}"
         )
     return f"the proxy serves {files[0]} now ({tls.fingerprint(on_disk)[:23]}...)"
+
+
+def restore_backup(
+    host: Host,
+    plan: Plan,
+    settings: Environment,
+    stamp: str,
+    *,
+    health_timeout: float = 90,
+    progress: Progress = lambda _: None,
+    lock_wait: float = 0,
+) -> str:
+    """``invoke db.restore``: the DB, cookie secret and config of backup ``stamp`` replace the
+    current ones, through the deploy's path: the lock, a backup of the current state first
+    (returned: a restore can itself be undone), and the swap unit, which stops the hub, copies
+    the files, starts it again and waits until it is healthy, or puts everything back."""
+    held = lock.acquire(host, plan.environment, wait=lock_wait)
+    handed_over = False
+
+    def hand_over() -> None:
+        nonlocal handed_over
+        handed_over = True
+
+    try:
+        files = file_host(host, plan)
+        if files is None:
+            raise HubopsError(f"{host.name}: no hubops image on the host yet; deploy first")
+        recover(host, files, plan, settings, health_timeout, progress)
+        known = list_backups(files, settings)
+        if stamp not in known:
+            restore_files(files, settings, stamp)  # raises, listing the backups
+        hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
+        current = dockerhost.inspect(host, "container", hub.name)
+        if current is None:
+            raise HubopsError(f"{host.name}: {hub.name} does not exist; deploy first")
+        progress("backing up the current state first")
+        safety = backup(host, settings, _image_of(current) or hub.image, hub.name, files=files)
+        files.run(_save_state(settings))
+        image = _image_of(current) or hub.image
+        recreate = hub.model_copy(update={"image": image})
+        swap = swap_unit.Swap(
+            environment=plan.environment,
+            hub=hub.name,
+            proxy=proxy.name,
+            create_hub=dockerhost.create_command(recreate, dockerhost.labels(current)),
+            create_proxy=None,
+            health_urls=_health_urls(plan, settings),
+            health_timeout=health_timeout,
+            prepare=(
+                f"restoring backup {stamp}",
+                root_command(files, _restore_files_command(settings, stamp)),
+            ),
+            undo_prepare=(
+                f"the state before (backup {safety})",
+                root_command(files, _restore_files_command(settings, safety)),
+            ),
+            restore_files=root_command(files, _restore_state(settings)),
+            finish=[root_command(files, _drop_state(settings)) + " || true"],
+            lock=held,
+        )
+        outcome = swap_unit.run_detached(
+            host, swap, progress, timeout=health_timeout + 240, on_started=hand_over
+        )
+        if outcome.state != "done":
+            host.run(quote("docker", "rm", "-f", f"{hub.name}-failed"), check=False)
+            raise BackupError(f"restoring backup {stamp} failed: {outcome.detail}")
+        return safety
+    finally:
+        if not handed_over:
+            lock.release(host, held)
+
+
+def _restore_files_command(settings: Environment, stamp: str) -> str:
+    """Root's command that copies a backup's files over the live ones (each atomically)."""
+    source = f"{settings.paths.data_dir}/backups/{stamp}"
+    data, config_dir = settings.paths.data_dir, settings.paths.config_dir
+    copies = []
+    for name, directory in ((DB_FILE, data), (COOKIE_SECRET_FILE, data), (CONFIG_FILE, config_dir)):
+        src, dst = quote(f"{source}/{name}"), quote(f"{directory}/{name}")
+        tmp = quote(f"{directory}/{name}.hubops-tmp")
+        copies.append(f"if [ -e {src} ]; then cp -p {src} {tmp} && mv -f {tmp} {dst}; fi")
+    return " && ".join(copies)

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from cryptography import x509
+from hubops_hub.labels import LABEL_CUDA
 from hubops_hub.oidc import discovery_url
 
-from hubops import dockerhost, tls
+from hubops import dockerhost, network, tls
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
 from hubops.plan import OAUTH_CA_FILE, Plan
@@ -73,7 +74,7 @@ def check_ssh(ctx: Context) -> list[Check]:
 def check_docker(ctx: Context) -> list[Check]:
     result = ctx.host.run(
         "docker version --format '{{.Server.Version}} {{.Server.APIVersion}}' && "
-        "docker info --format '{{.DefaultRuntime}}'",
+        "docker info --format '{{.DefaultRuntime}} {{.LiveRestoreEnabled}}'",
         check=False,
     )
     if not result.ok:
@@ -85,7 +86,7 @@ def check_docker(ctx: Context) -> list[Check]:
                 "run invoke host.prepare (installs and starts the engine)",
             )
         ]
-    version, api, runtime = result.stdout.split()
+    version, api, runtime, live_restore = result.stdout.split()
     if tuple(int(x) for x in api.split(".")) < MIN_API:
         return [
             Check(
@@ -112,7 +113,35 @@ def check_docker(ctx: Context) -> list[Check]:
         )
     else:
         checks.append(Check("default runtime", "ok", runtime))
+    if live_restore == "true":
+        checks.append(
+            Check("live restore", "ok", "user servers keep running when dockerd restarts")
+        )
+    else:
+        checks.append(
+            Check(
+                "live restore",
+                "warn",
+                "off: a restart of the Docker engine (an upgrade, say) stops every user server",
+                f"invoke host.prepare --env {ctx.plan.environment} (sets live-restore)",
+            )
+        )
     return checks
+
+
+def check_network(ctx: Context) -> list[Check]:
+    problem = network.resolution_problem(ctx.host, ctx.plan)
+    if problem:
+        return [
+            Check(
+                "network",
+                "fail",
+                problem,
+                f"invoke deploy --env {ctx.plan.environment} (recreates {ctx.plan.network}, "
+                "keeps every container running)",
+            )
+        ]
+    return [Check("network", "ok", "the hub and the proxy resolve each other (or do not run)")]
 
 
 def check_disk(ctx: Context) -> list[Check]:
@@ -434,7 +463,7 @@ def _image_cuda(ctx: Context) -> dict[str, str]:
     out = {}
     for ref in ctx.plan.images:
         found = dockerhost.inspect(ctx.host, "image", ref)
-        need = (((found or {}).get("Config") or {}).get("Labels") or {}).get("org.hubops.cuda")
+        need = (((found or {}).get("Config") or {}).get("Labels") or {}).get(LABEL_CUDA)
         if need and need != "none":
             out[ref] = str(need)
     return out
@@ -472,6 +501,7 @@ CHECKS: list[Callable[[Context], list[Check]]] = [
     check_ssh,
     check_docker,
     check_images,
+    check_network,
     check_disk,
     check_ports,
     check_gpu,

@@ -8,6 +8,7 @@ the file and line, the key path, the value given, what is expected, and what to 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from hubops.errors import ConfigError
-from hubops.settings import Environment, RuleError
+from hubops.errors import ConfigError, RuleError
+from hubops.settings import Environment
 
 ENV_DIR = Path("config") / "environments"
+ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 KeyPath = tuple[str, ...]
 
@@ -70,6 +72,11 @@ def load(repo_root: Path, name: str) -> LoadedEnvironment:
             f"{_rel(repo_root, path)}: no environment named {name!r}; {did_you_mean}"
             f"environments: {', '.join(names) or 'none'} "
             f"(add config/environments/{name}.yaml to create it)"
+        )
+    if not ENV_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{ENV_DIR}/{name}.yaml: environment name {name!r}: expected letters, digits, '-' "
+            "and '_' (it names containers, networks and files on the host); rename the file"
         )
     data, origins, files = _read_chain(repo_root, path, seen=())
     try:

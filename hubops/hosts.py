@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
-from hubops.errors import HubopsError
+from hubops.errors import CommandError
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,6 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code == 0
-
-
-class CommandError(HubopsError):
-    def __init__(self, host: str, result: Result, hint: str = "") -> None:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        super().__init__(
-            f"{host}: `{result.command}` failed with exit code {result.code}"
-            + (f": {tail}" if tail else "")
-            + (f"\n{hint}" if hint else "")
-        )
-        self.result = result
 
 
 class Host(Protocol):

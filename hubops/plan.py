@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from hubops_hub.labels import LABEL_IMAGE
+from hubops_hub.labels import LABEL_ENV, LABEL_IMAGE, LABEL_ROLE
 from pydantic import BaseModel, ConfigDict
 
 from hubops import images
@@ -41,9 +41,6 @@ PROXY_API_PORT = 8001
 PROXY_REDIRECT_PORT = 8080
 USER_DIR_PREFIX = "jupyterhub-user-"
 
-LABEL_PREFIX = "org.hubops"
-LABEL_ENV = f"{LABEL_PREFIX}.environment"
-LABEL_ROLE = f"{LABEL_PREFIX}.role"
 Digests = Mapping[str, str] | None  # tag reference -> pushed digest
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"

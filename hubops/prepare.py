@@ -7,6 +7,8 @@ second run changes nothing and says so.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 
 from hubops.engine import ensure_docker
@@ -18,6 +20,7 @@ from hubops.settings import Environment
 TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
 TOOLKIT_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 TOOLKIT_LIST = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+DAEMON_JSON = "/etc/docker/daemon.json"
 
 
 @dataclass
@@ -64,6 +67,7 @@ def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareRepor
     if not engine.installed and not engine.started:
         report.kept.append(f"Docker {engine.version} running")
 
+    _live_restore(host, report)
     user = settings.ssh.user if settings.ssh else None
     if user and user != "root":
         groups = host.run(f"id -nG {quote(user)}", check=False).stdout.split()
@@ -138,6 +142,44 @@ def _install_toolkit(host: Host) -> None:
         f"sed 's#deb https://#deb [signed-by={TOOLKIT_KEYRING}] https://#g' > {TOOLKIT_LIST}; "
         "apt-get update -q; apt-get install -y -q nvidia-container-toolkit",
         timeout=1800,
+    )
+
+
+def _live_restore(host: Host, report: PrepareReport) -> None:
+    """live-restore: user servers (with their kernels and training runs) keep running while
+    dockerd restarts, e.g. for a docker.io upgrade. It is reloadable: no container restarts."""
+    found = host.run(f"cat {DAEMON_JSON}", check=False)
+    try:
+        config = json.loads(found.stdout) if found.ok and found.stdout.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise HubopsError(
+            f"{host.name}: {DAEMON_JSON} is not valid JSON ({exc}); fix it, then run "
+            "host.prepare again"
+        ) from None
+    if config.get("live-restore") is True:
+        report.kept.append("live-restore on: user servers survive a restart of dockerd")
+        return
+    config["live-restore"] = True
+    host.run(
+        f"mkdir -p /etc/docker && cat > {DAEMON_JSON}.hubops-tmp && "
+        f"mv -f {DAEMON_JSON}.hubops-tmp {DAEMON_JSON}",
+        stdin=json.dumps(config, indent=2) + "\n",
+    )
+    if host.run("test -d /run/systemd/system", check=False).ok:
+        host.run("systemctl reload docker.service", timeout=120)
+    else:
+        host.run('kill -HUP "$(cat /var/run/docker.pid)"')
+    deadline = time.monotonic() + 30
+    while (
+        host.run("docker info --format '{{.LiveRestoreEnabled}}'", check=False).stdout.strip()
+        != "true"
+    ):
+        if time.monotonic() > deadline:
+            raise HubopsError(f"{host.name}: dockerd did not take live-restore from {DAEMON_JSON}")
+        time.sleep(0.5)
+    report.changed.append(
+        f"set live-restore in {DAEMON_JSON} and reloaded dockerd: user servers survive a "
+        "restart of the engine (an upgrade, say)"
     )
 
 

@@ -22,15 +22,11 @@ from pydantic import SecretStr
 from hubops import images
 from hubops.build import wanted
 from hubops.environments import LoadedEnvironment
-from hubops.errors import HubopsError
+from hubops.errors import PushError
 from hubops.render import BUILD_DIR
 from hubops.secrets import REGISTRY_PASSWORD
 
 PUSHED_FILE = "pushed.json"
-
-
-class PushError(HubopsError):
-    """A push failed or its result could not be verified."""
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hubops.errors import HubopsError
-from hubops.hosts import CommandError, Host, Result, quote
+from hubops_hub.labels import LABEL_ROLE
 
-HELPER_LABEL = "org.hubops.role=root-helper"
+from hubops.errors import CommandError, HubopsError
+from hubops.hosts import Host, Result, quote
+
+HELPER_LABEL = f"{LABEL_ROLE}=root-helper"
 HOST_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -39,14 +41,12 @@ class AsRoot:
     def name(self) -> str:
         return self.host.name
 
-    def run(
-        self, command: str, *, check: bool = True, stdin: str | None = None, timeout: float = 600
-    ) -> Result:
-        wrapped = quote(
+    def wrap(self, command: str, interactive: bool = False) -> str:
+        return quote(
             "docker",
             "run",
             "--rm",
-            *(["--interactive"] if stdin is not None else []),
+            *(["--interactive"] if interactive else []),
             "--network",
             "none",
             "--user",
@@ -65,6 +65,11 @@ class AsRoot:
             "-c",
             command,
         )
+
+    def run(
+        self, command: str, *, check: bool = True, stdin: str | None = None, timeout: float = 600
+    ) -> Result:
+        wrapped = self.wrap(command, interactive=stdin is not None)
         outer = self.host.run(wrapped, check=False, stdin=stdin, timeout=timeout)
         result = Result(command, outer.code, outer.stdout, outer.stderr)
         if check and not result.ok:
@@ -139,3 +144,11 @@ def as_admin(host: Host, why: str) -> Host:
         f"{host.name}: {why}, so it needs root or passwordless sudo, and {user} has neither; "
         f"run it once with ssh.user: root (or give {user} sudo), then deploy as {user}"
     )
+
+
+def root_command(files: Host, command: str) -> str:
+    """``command`` as a shell command that does root's file work through ``files``: itself
+    for root, else the helper container's command line (for scripts run on the host)."""
+    if isinstance(files, AsRoot):
+        return files.wrap(command)
+    return command

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from hubops import images
+from hubops.errors import RuleError
 
 # --- reusable value types -------------------------------------------------------------------
 
@@ -153,14 +154,6 @@ class TLSSettings(Section):
                     "hub host, or set tls.enabled: false"
                 )
         return self
-
-
-class RuleError(ValueError):
-    """A cross-field rule broken at one key: ``path`` is that key (the error names its line)."""
-
-    def __init__(self, path: tuple[str, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def _is_loopback_host(host: str) -> bool:

@@ -18,15 +18,11 @@ from types import TracebackType
 import paramiko
 from fabric import Connection
 
-from hubops.errors import HubopsError
-from hubops.hosts import CommandError, Result
+from hubops.errors import CommandError, SSHError
+from hubops.hosts import Result
 from hubops.settings import SSHSettings
 
 log = logging.getLogger(__name__)
-
-
-class SSHError(HubopsError):
-    """The hub host cannot be reached or refuses us."""
 
 
 class SSHHost:

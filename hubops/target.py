@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from hubops import dockerhost
 from hubops.environments import LoadedEnvironment
-from hubops.errors import HubopsError
-from hubops.hosts import CommandError, Host, LocalHost, quote
+from hubops.errors import CommandError, HubopsError
+from hubops.hosts import Host, LocalHost, quote
 from hubops.secrets import REGISTRY_PASSWORD
 from hubops.settings import resolve_repo_path
 from hubops.ssh import SSHHost

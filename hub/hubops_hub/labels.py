@@ -1,11 +1,20 @@
-"""Labels on user containers: the record of who holds which GPUs (read by the hub's spawner
-and by ``invoke gpus``)."""
+"""Every label hubops puts on containers, images and networks, defined once: the hub's spawner
+(this package) and the operator's tools (``hubops``) both read them.
+
+User containers are the record of who holds which GPU (read by the spawner and by
+``invoke gpus``); the hub and proxy containers carry what made them (spec hash, image).
+"""
 
 from __future__ import annotations
 
-LABEL_ENV = "org.hubops.environment"
-LABEL_GPUS = "org.hubops.gpus"  # comma-separated device IDs, or "all"
-LABEL_USER = "org.hubops.user"
-LABEL_SERVER = "org.hubops.server"
-LABEL_STARTED = "org.hubops.started"  # Unix time the container was created
-LABEL_IMAGE = "org.hubops.image"  # the image reference it runs, name@sha256:... after a push
+LABEL_PREFIX = "org.hubops"
+LABEL_ENV = f"{LABEL_PREFIX}.environment"  # the hubops environment a container belongs to
+LABEL_ROLE = f"{LABEL_PREFIX}.role"  # proxy, hub, user, build, test, root-helper
+LABEL_GPUS = f"{LABEL_PREFIX}.gpus"  # comma-separated device IDs, or "all"
+LABEL_USER = f"{LABEL_PREFIX}.user"
+LABEL_SERVER = f"{LABEL_PREFIX}.server"
+LABEL_STARTED = f"{LABEL_PREFIX}.started"  # Unix time the container was created
+LABEL_IMAGE = f"{LABEL_PREFIX}.image"  # the image reference it runs, name@sha256:... after a push
+LABEL_HASH = f"{LABEL_PREFIX}.spec-hash"  # hub and proxy: a hash of what made them
+LABEL_JH = f"{LABEL_PREFIX}.jupyterhub.version"  # images and the hub: JupyterHub's version
+LABEL_CUDA = f"{LABEL_PREFIX}.cuda"  # images: the CUDA version their user-space needs

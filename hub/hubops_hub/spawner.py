@@ -258,6 +258,10 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             requests = []
         host_config = dict(self.extra_host_config or {})
         host_config["device_requests"] = requests
+        # DockerSpawner removes the container itself when the server stops (remove=True); its
+        # auto_remove on top makes dockerd delete running servers when it restarts, even with
+        # live-restore (checked with Docker 20.10): a docker.io upgrade would kill them all.
+        host_config["auto_remove"] = False
         self.extra_host_config = host_config
         create = dict(self.extra_create_kwargs or {})
         labels = dict(create.get("labels") or {})

@@ -14,12 +14,12 @@ from hubops.build import build as build_images
 from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
 from hubops.deploy import deploy as deploy_env
-from hubops.deploy import file_host, find_changes, reload_certificate
+from hubops.deploy import file_host, find_changes, reload_certificate, restore_backup
 from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
-from hubops.hosts import Host, LocalHost, quote
+from hubops.hosts import Host, LocalHost
 from hubops.prepare import prepare
 from hubops.push import digests_for_deploy, pushed_digests
 from hubops.render import Rendered, render
@@ -51,6 +51,9 @@ def _rendered(root: Path, name: str, strict: bool = True, digests: str = "known"
         "dry-run": "Show what would change (config diff, images, containers); change nothing.",
         "transfer": "Copy images over SSH (docker save | docker load) instead of pulling them.",
         "timeout": "Seconds the new hub may take to become healthy before the rollback.",
+        "wait": "Seconds to wait for another deploy of the environment to finish (default: "
+        "refuse at once, saying who holds the lock).",
+        "break-lock": "Take the environment's deploy lock from a deploy that died.",
     }
 )
 def deploy(
@@ -59,6 +62,8 @@ def deploy(
     dry_run: bool = False,
     transfer: bool = False,
     timeout: int = 90,
+    wait: int = 0,
+    break_lock: bool = False,
 ) -> None:
     """Deploy the hub to the environment's host; roll back if it does not become healthy."""
     root = repo_root(c)
@@ -86,6 +91,8 @@ def deploy(
             image_fetcher(loaded, values, transfer),
             health_timeout=timeout,
             progress=lambda m: console.print(f"[bold]deploy[/] {m}"),
+            lock_wait=wait,
+            break_lock=break_lock,
         )
     what = "; ".join(result.done) if result.done else "nothing changed"
     echo(f"{name}: {what} ({result.seconds:.1f}s)")
@@ -211,7 +218,6 @@ def db_restore(c: Context, env: str | None = None, backup: str | None = None) ->
     name = resolve_env(c, env)
     rendered = _rendered(root, name, strict=False)
     loaded = environments.load(root, name)
-    hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
     with open_host(root, loaded) as host:
         files = _files(host, rendered)
         if backup is None:
@@ -219,12 +225,13 @@ def db_restore(c: Context, env: str | None = None, backup: str | None = None) ->
             raise HubopsError(
                 f"--backup is required; backups on {host.name}: {', '.join(listing) or 'none'}"
             )
-        if backup not in backups.list_backups(files, loaded.settings):
-            backups.restore_files(files, loaded.settings, backup)  # raises with the listing
-        safety = backups.backup(host, loaded.settings, hub.image, hub.name, files=files)
-        host.run(f"docker stop {quote(hub.name)}", check=False)
-        backups.restore_files(files, loaded.settings, backup)
-        host.run(f"docker start {quote(hub.name)}", check=False)
+        safety = restore_backup(
+            host,
+            rendered.plan,
+            loaded.settings,
+            backup,
+            progress=lambda m: console.print(f"[bold]restore[/] {m}"),
+        )
     echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")
 
 

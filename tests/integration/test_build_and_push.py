@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from hubops import environments
 from hubops.build import BuiltImage, build
-from hubops.push import PushError, push
+from hubops.errors import PushError
+from hubops.push import push
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.labhost import LabHost
 from tests.support.registry import Registry, running_registry

@@ -7,6 +7,7 @@ The second engine can play a GPU host (``gpu_hook_dir``): see tests/gpusim/.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import docker
 
@@ -23,7 +25,46 @@ from tests.support.apt import ensure_commands
 from tests.support.net import free_port
 from tests.support.wait import wait_for
 
-POOL = "172.30.0.0/16"  # the second engine's networks
+CANDIDATES = [ipaddress.ip_network(f"10.{n}.0.0/16") for n in range(200, 250)]
+
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network this machine routes or has an address in, and every network of the
+    engines here (also the ones the first engine will make: it walks 172.17-31 and
+    192.168/16, so a test engine's block comes from 10.x, which neither default uses)."""
+    found: list[ipaddress.IPv4Network] = []
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
+    ).stdout
+    addrs = subprocess.run(
+        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
+    ).stdout
+    for word in (routes + " " + addrs).split():
+        try:
+            net = ipaddress.ip_network(word, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network) and net.prefixlen > 0:
+            found.append(net)
+    try:
+        client = docker.from_env()
+        for network in client.networks.list():
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                if config.get("Subnet") and ":" not in config["Subnet"]:
+                    found.append(ipaddress.ip_network(config["Subnet"]))
+        client.close()
+    except docker.errors.DockerException:
+        pass
+    return found
+
+
+def free_block() -> ipaddress.IPv4Network:
+    """A 10.x.0.0/16 that overlaps nothing here: the second engine's networks and bridge."""
+    used = used_networks()
+    for block in CANDIDATES:
+        if not any(block.overlaps(net) for net in used):
+            return block
+    raise RuntimeError("no free 10.200-249.0.0/16 block for a test engine's networks")
 
 
 @dataclass(frozen=True)
@@ -48,18 +89,28 @@ class LabHost:
 
 
 @contextmanager
-def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[tuple[str, str]]:
+def second_engine(
+    root: Path,
+    path_prefix: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+    own_containerd: bool = False,
+) -> Iterator[Engine]:
     """A second dockerd: own data root, exec root, socket and bridge; never docker0.
 
-    ``path_prefix`` goes first on its PATH (e.g. a fake nvidia-container-runtime-hook).
-    Yields its DOCKER_HOST and its bridge's address (an address of this machine that its
-    containers reach too).
+    ``path_prefix`` goes first on its PATH (e.g. a fake nvidia-container-runtime-hook);
+    ``extra_args`` go to dockerd (e.g. --config-file). ``own_containerd``: a containerd of its
+    own, outside dockerd, as on a host with the containerd service: then containers outlive a
+    dockerd restart with live-restore (dockerd's managed containerd dies with it: it logs to a
+    pipe that dockerd holds). Yields the Engine: its DOCKER_HOST, its bridge's address (an
+    address of this machine that its containers reach too), restart().
     """
     tag = uuid.uuid4().hex[:6]
     root.mkdir(parents=True, exist_ok=True)
     run = Path(f"/run/hubops-t-{tag}")  # short: unix socket paths are limited to 108 bytes
     bridge = f"hubops-t{tag}"
-    subnet = f"172.31.{int(tag[:2], 16) % 200 + 20}"
+    block = free_block()
+    pool = str(next(block.subnets(new_prefix=17)))  # the engine's networks: 10.x.0-127.0/24
+    subnet = ".".join(str(block.network_address).split(".")[:2]) + ".200"  # its bridge
     sock = run / "docker.sock"
     env = {**os.environ}
     if path_prefix is not None:
@@ -74,38 +125,83 @@ def second_engine(root: Path, path_prefix: Path | None = None) -> Iterator[tuple
         # This engine leaves iptables alone (two engines must not both manage it). The first
         # engine's FORWARD policy drops bridged traffic it does not know, so let this engine's
         # containers talk to each other, and to nothing else.
-        rule = ["-s", POOL, "-d", POOL, "-j", "ACCEPT"]
+        rule = ["-s", pool, "-d", pool, "-j", "ACCEPT"]
         chain = "DOCKER-USER" if _has_chain("DOCKER-USER") else "FORWARD"
         subprocess.run(["iptables", "-I", chain, *rule], check=True)
         cleanup.callback(subprocess.run, ["iptables", "-D", chain, *rule], check=False)
-        log = cleanup.enter_context((root / "dockerd.log").open("w"))
-        proc = subprocess.Popen(
-            [
-                "dockerd",
-                f"--data-root={root / 'docker'}",
-                f"--exec-root={run / 'exec'}",
-                f"--pidfile={run / 'dockerd.pid'}",
-                f"--host=unix://{sock}",
-                f"--bridge={bridge}",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--group=docker",  # the socket's group: the deploy user's way in
-                f"--default-address-pool=base={POOL},size=24",
-            ],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-        cleanup.callback(shutil.rmtree, root / "docker", ignore_errors=True)
-        cleanup.callback(_stop, proc)
+        log = cleanup.enter_context((root / "dockerd.log").open("a"))
+        if own_containerd:
+            sock_c = run / "containerd.sock"
+            containerd = subprocess.Popen(
+                [
+                    "containerd",
+                    "--config",
+                    "/dev/null",
+                    "--address",
+                    str(sock_c),
+                    "--root",
+                    str(root / "containerd"),
+                    "--state",
+                    str(run / "containerd-state"),
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+            cleanup.callback(_stop, containerd)
+            wait_for(sock_c.exists, 30, f"containerd at {sock_c}")
+            extra_args = (*extra_args, f"--containerd={sock_c}")
+        args = [
+            "dockerd",
+            f"--data-root={root / 'docker'}",
+            f"--exec-root={run / 'exec'}",
+            f"--pidfile={run / 'dockerd.pid'}",
+            f"--host=unix://{sock}",
+            f"--bridge={bridge}",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--group=docker",  # the socket's group: the deploy user's way in
+            f"--default-address-pool=base={pool},size=24",
+            *extra_args,
+        ]
         docker_host = f"unix://{sock}"
+        engine = Engine(docker_host, f"{subnet}.1", args, env, log, root)
+        cleanup.callback(shutil.rmtree, root / "docker", ignore_errors=True)
+        cleanup.callback(engine.stop)
+        engine.start()
         cleanup.callback(_remove_containers, docker_host)
+        yield engine
+
+
+@dataclass
+class Engine:
+    """A test dockerd: its socket, its bridge's address, and how to restart it."""
+
+    docker_host: str
+    gateway: str  # this machine's address on the engine's bridge: its containers reach it
+    args: list[str]
+    env: dict[str, str]
+    log: IO[str]
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, env=self.env)
         wait_for(
-            lambda: docker.DockerClient(base_url=docker_host).ping(),
+            lambda: docker.DockerClient(base_url=self.docker_host).ping(),
             60,
-            f"the second dockerd (log: {root / 'dockerd.log'})",
+            f"the test dockerd (log: {self.root / 'dockerd.log'})",
         )
-        yield docker_host, f"{subnet}.1"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Stop dockerd (SIGTERM, as an upgrade does) and start it again."""
+        self.stop()
+        self.start()
 
 
 def _has_chain(name: str) -> bool:
@@ -223,7 +319,8 @@ def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
     """sshd + a second engine that its sessions use (DOCKER_HOST), and a deploy user."""
     with ExitStack() as stack:
         user = stack.enter_context(deploy_user())
-        docker_host, gateway = stack.enter_context(second_engine(root, path_prefix))
+        engine = stack.enter_context(second_engine(root, path_prefix))
+        docker_host, gateway = engine.docker_host, engine.gateway
         session_env = {"DOCKER_HOST": docker_host}
         if path_prefix is not None:
             session_env["PATH"] = f"{path_prefix}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"

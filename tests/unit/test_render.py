@@ -22,6 +22,7 @@ from traitlets.config import Config
 from hubops import environments
 from hubops.images import IMAGES
 from hubops.render import py_literal, render
+from hubops.secrets import resolve
 from hubops.settings import SharedPasswordAuth
 from tests.conftest import SHIPPED_ENVS, Checkout
 
@@ -203,18 +204,25 @@ def test_py_literal_refuses_anything_but_plain_data(value: Any) -> None:
 def test_a_planted_secret_appears_in_no_rendered_file(
     checkout: Checkout, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Secrets given by environment and by secrets file never reach build/."""
+    """Secrets given by environment and by secrets file, resolved as a deploy resolves them,
+    never reach build/: the config names each secret the hub needs and reads it from its file
+    at start-up."""
     for secret, value in FAKE_SECRETS.items():
         monkeypatch.setenv(f"HUBOPS_{secret.upper()}", value)
     (checkout.root / "config" / "secrets" / f"{name}.yaml").write_text(
         "registry_password: FAKE-registry-pass-4d4d\n"
     )
     env = environments.load(checkout.root, name)
+    resolved = resolve(checkout.root, name, env.settings)  # what the deploy holds in memory
+    assert resolved, "the deploy resolved the secrets"
     out = render(checkout.root, env, REVS)
+    config = (out.directory / "jupyterhub_config.py").read_text()
+    for needed in out.plan.hub_secrets:
+        assert f"read_secret({needed!r})" in config, f"{needed} is not read from its file"
     for path in out.directory.rglob("*"):
         text = path.read_text()
-        for value in [*FAKE_SECRETS.values(), "FAKE-registry-pass-4d4d"]:
-            assert value not in text, f"secret {value!r} leaked into {path}"
+        for value in [v.get_secret_value() for v in resolved.values()]:
+            assert value not in text, f"a secret value leaked into {path}"
 
 
 def test_render_is_deterministic(checkout: Checkout) -> None:

@@ -153,3 +153,9 @@ def test_a_server_without_a_gpu_sees_none_even_under_the_nvidia_runtime() -> Non
     everything = spawner("c", policy="all")
     everything._set_gpu_request(None)
     assert everything.gpu_env() == {}
+
+
+def test_servers_are_not_auto_removed_so_they_survive_a_dockerd_restart() -> None:
+    s = spawner("a", policy="none")
+    s._set_gpu_request([])
+    assert s.extra_host_config["auto_remove"] is False

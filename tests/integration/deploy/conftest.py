@@ -139,3 +139,27 @@ def local_deployment(
     d = make_deployment(module_checkout, tmp_path_factory.mktemp("deploy"), docker_client)
     yield d
     tear_down(d)
+
+
+# change, step, signal, seconds the hub was unavailable, servers lost, users lost, who acted
+FaultRow = tuple[str, str, str, float, int, int, str]
+FAULTS_KEY = pytest.StashKey[list[FaultRow]]()
+
+
+@pytest.fixture(scope="session")
+def fault_table(request: pytest.FixtureRequest) -> list[FaultRow]:
+    """The fault suite's rows, printed in the test summary (for the notes)."""
+    return request.config.stash.setdefault(FAULTS_KEY, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    rows = terminalreporter.config.stash.get(FAULTS_KEY, [])
+    if rows:
+        terminalreporter.section("faults (a deploy killed at a step boundary)")
+        terminalreporter.write_line(
+            "change | step | signal | hub unavailable | servers lost | users lost | operator"
+        )
+        for change, step, sig, down, servers, users, acted in rows:
+            terminalreporter.write_line(
+                f"{change:6} | {step:50} | {sig:7} | {down:5.1f} s | {servers} | {users} | {acted}"
+            )

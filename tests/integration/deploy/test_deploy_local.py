@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from hubops import backup as backups
-from hubops.deploy import DeployError, find_changes
+from hubops.deploy import find_changes
+from hubops.errors import DeployError
 from hubops.hosts import LocalHost
 from tests.integration.deploy.conftest import ADMIN_PASSWORD, SHARED_PASSWORD, Deployment
 from tests.support.hub import HubClient
@@ -121,7 +122,7 @@ def test_a_broken_config_rolls_back(local_deployment: Deployment, alice: HubClie
     with pytest.raises(DeployError) as info:
         d.deploy(config_text=text + "\nraise RuntimeError('planted failure')\n", timeout=30)
     message = str(info.value)
-    assert "rolled back to the previous hub, config and DB, which serve again" in message
+    assert "put back: hub, config and secret files; the previous hub serves again" in message
     assert "planted failure" in message, f"the hub's log is quoted: {message[-500:]}"
     assert health(d) == 200, "the previous hub serves again"
     assert (d.root / "etc/jupyterhub_config.py").read_text() == text, "previous config back"

@@ -14,11 +14,13 @@ import pytest
 import requests
 import yaml
 
+from hubops import backup as backups
 from hubops.deploy import file_host
 from hubops.doctor import run_checks
-from hubops.errors import HubopsError
+from hubops.errors import HubopsError, SSHError
+from hubops.gpu_report import holders
 from hubops.prepare import prepare
-from hubops.ssh import SSHError, SSHHost
+from hubops.ssh import SSHHost
 from hubops.target import open_host
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import (
@@ -28,6 +30,7 @@ from tests.integration.deploy.conftest import (
     tear_down,
 )
 from tests.support.labhost import LabHost, remove_user
+from tests.support.wait import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,8 @@ def test_deploy_over_ssh_transfers_the_images_and_serves(ssh_deployment: Deploym
     assert f"hubops-{d.name}-hub" in names, f"the hub runs on the lab host's engine: {names}"
 
 
-def test_noop_redeploy_over_ssh_is_fast(ssh_deployment: Deployment) -> None:
+def test_noop_redeploy_over_ssh_changes_nothing(ssh_deployment: Deployment) -> None:
+    """(Its time is a figure for the notes; `nox -s bench` measures the no-op deploy.)"""
     d = ssh_deployment
     start = time.monotonic()
     result = d.deploy()
@@ -132,6 +136,26 @@ def test_a_config_change_and_a_backup_as_the_non_root_user(ssh_deployment: Deplo
     backup = d.root / "srv" / "backups" / result.backup / "jupyterhub.sqlite"
     assert backup.stat().st_size > 0, "the online backup is there, written as root"
     assert requests.get(f"{d.url}/hub/health", timeout=5).status_code == 200
+
+
+def test_backup_restore_and_gpus_as_the_non_root_user(ssh_deployment: Deployment) -> None:
+    """What `invoke db.backup`, `db.restore` and `gpus` do, through the non-root user."""
+    d = ssh_deployment
+    plan, _ = d.rendered()
+    hub = next(c for c in plan.containers if c.role == "hub")
+    with open_host(d.checkout.root, d.env) as host:
+        files = file_host(host, plan)
+        assert files is not None
+        assert files is not host, "root's file work goes through the helper"
+        stamp = backups.backup(host, d.env.settings, hub.image, hub.name, files=files)
+        assert stamp in backups.list_backups(files, d.env.settings)
+        host.run(f"docker stop {hub.name}")
+        assert backups.restore_files(files, d.env.settings, stamp) == stamp
+        host.run(f"docker start {hub.name}")
+        assert holders(host, d.name) == [], "no GPU holder; the query works as the deploy user"
+    wait_for(lambda: requests.get(f"{d.url}/hub/health", timeout=5).ok, 60, "the hub")
+    db = d.root / "srv" / "backups" / stamp / "jupyterhub.sqlite"
+    assert db.stat().st_uid == 0, "the backup belongs to root"
 
 
 def test_a_deploy_user_outside_the_docker_group_is_one_clear_error(

@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from hubops.doctor import Check, run_checks
+from hubops.errors import DeployError
 from hubops.hosts import LocalHost
 from hubops.prepare import prepare
 from tests.conftest import Checkout
@@ -84,16 +85,52 @@ def test_doctor_reports_a_key_that_does_not_match(undeployed: Deployment, tmp_pa
     assert "is not the key of" in tls.detail
 
 
+def test_a_deploy_whose_key_does_not_match_its_certificate_changes_nothing(
+    undeployed: Deployment, tmp_path: Path
+) -> None:
+    d = undeployed
+    later = datetime.now(timezone.utc) + timedelta(days=60)
+    cert, _ = write_cert(tmp_path, later)
+    (tmp_path / "other").mkdir()
+    _, other_key = write_cert(tmp_path / "other", later)
+    d.set("public_url", f"https://127.0.0.1:{d.port}")
+    d.set("tls", {"enabled": True, "cert": str(cert), "key": str(other_key)})
+    with pytest.raises(DeployError) as info:
+        d.deploy()
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert f"{other_key} is not the key of {cert}" in message
+    assert "Nothing was changed" in message
+    assert d.containers() == {}, "no container was made"
+    assert not (d.root / "etc").exists(), "no directory was made"
+
+
+@pytest.fixture
+def daemon_json() -> Iterator[Path]:
+    """/etc/docker/daemon.json as it was, and the engine reloaded with it, afterwards."""
+    path = Path("/etc/docker/daemon.json")
+    before = path.read_bytes() if path.exists() else None
+    yield path
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(before)
+    LocalHost().run('kill -HUP "$(cat /var/run/docker.pid)"', check=False)
+
+
 def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
-    local_env: object, docker_client: docker.DockerClient
+    local_env: object, docker_client: docker.DockerClient, daemon_json: Path
 ) -> None:
     from hubops import environments
     from tests.conftest import REPO_ROOT
 
     settings = environments.load(REPO_ROOT, "local").settings
     first = prepare(LocalHost(), settings, settings.build.base_image)
+    assert docker_client.info()["LiveRestoreEnabled"] is True, "live-restore is on"
+    assert '"live-restore": true' in daemon_json.read_text()
     second = prepare(LocalHost(), settings, settings.build.base_image)
     assert second.changed == [], f"a second run changes nothing: {second.changed}"
+    assert any("live-restore on" in k for k in second.kept), second.kept
     assert any(k.startswith("Docker ") for k in second.kept), second.kept
     assert first.gpus == []
     assert second.smoke == "skipped: no NVIDIA GPU on this host"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from urllib.parse import urlsplit
 
@@ -9,7 +10,7 @@ import requests
 from cryptography import x509
 
 from hubops.images import VERSIONS
-from hubops.plan import PROXY_API_PORT
+from hubops.plan import HUB_PORT, PROXY_API_PORT
 from tests.integration.verify.conftest import Target
 
 
@@ -23,19 +24,31 @@ def test_api_reports_the_pinned_jupyterhub(target: Target) -> None:
     assert version["version"] == VERSIONS["JUPYTERHUB_VERSION"], version
 
 
-def test_proxy_routes_the_hub(target: Target) -> None:
-    """The proxy's routing table (asked with its own token, from the hub) has the hub route."""
+def test_proxy_routes_the_hub_and_every_running_server(target: Target) -> None:
+    """The proxy's routing table (asked with its own token, from the hub): the default route
+    goes to the hub, and each running user server has its route to that server."""
     proxy = target.container("proxy")
     script = (
         "import json, urllib.request; "
         "token = open('/srv/jupyterhub/secrets/proxy_token').read().strip(); "
         f"req = urllib.request.Request('http://{proxy}:{PROXY_API_PORT}/api/routes', "
         "headers={'Authorization': 'token ' + token}); "
-        "print(json.dumps(sorted(json.load(urllib.request.urlopen(req)))))"
+        "print(json.dumps(json.load(urllib.request.urlopen(req))))"
     )
     result = target.in_container(target.container("hub"), f'python3 -c "{script}"')
     assert result.rc == 0, result.stderr
-    assert "/" in result.stdout, f"routes: {result.stdout}"
+    routes = json.loads(result.stdout)
+    prefix = urlsplit(target.url).path.rstrip("/") + "/"
+    assert routes[prefix]["target"] == f"http://{target.container('hub')}:{HUB_PORT}", routes
+    running = target.host.check_output(
+        "docker ps --filter label=org.hubops.environment=%s --filter label=org.hubops.role=user "
+        "--format '{{.Label \"org.hubops.user\"}}'",
+        target.name,
+    ).split()
+    for user in running:
+        route = routes.get(f"{prefix}user/{user}/")
+        assert route is not None, f"{user}'s server runs but has no route: {sorted(routes)}"
+        assert route["target"].endswith(":8888"), route
 
 
 def test_served_certificate_is_the_configured_one(target: Target) -> None:

@@ -34,12 +34,15 @@ def test_has_the_configured_limits(target: Target, alice: LoggedIn) -> None:
     su = target.env.settings.singleuser
     host_config = inspect(target, alice.container)["HostConfig"]
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if su.mem_limit:
-        want = int(su.mem_limit[:-1]) * units[su.mem_limit[-1]]
-        assert host_config["Memory"] == want, f"memory {host_config['Memory']}, want {want}"  # type: ignore[index]
+    want = int(su.mem_limit[:-1]) * units[su.mem_limit[-1]] if su.mem_limit else 0
+    assert host_config["Memory"] == want, f"memory {host_config['Memory']}, want {want} (0: none)"  # type: ignore[index]
     if su.cpu_limit:
         quota = host_config["CpuQuota"] / host_config["CpuPeriod"]  # type: ignore[index,operator]
         assert abs(quota - su.cpu_limit) < 1e-6, f"CPU quota {quota}, want {su.cpu_limit}"
+    else:
+        assert host_config["CpuQuota"] in (0, -1), (
+            f"no CPU limit was set: {host_config['CpuQuota']}"
+        )  # type: ignore[index]
 
 
 def test_has_no_docker_socket(target: Target, alice: LoggedIn) -> None:
