@@ -17,7 +17,7 @@ from cryptography import x509
 from hubops_hub.labels import LABEL_CUDA
 from hubops_hub.oidc import discovery_url
 
-from hubops import dockerhost, network, tls
+from hubops import dockerhost, lock, network, tls
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
 from hubops.plan import OAUTH_CA_FILE, Plan
@@ -127,6 +127,22 @@ def check_docker(ctx: Context) -> list[Check]:
             )
         )
     return checks
+
+
+def check_lock(ctx: Context) -> list[Check]:
+    """Who holds the deploy lock (read, never taken)."""
+    holder = lock.holder(ctx.host, ctx.plan.environment)
+    if holder is None:
+        return [Check("deploy lock", "ok", "free")]
+    return [
+        Check(
+            "deploy lock",
+            "warn",
+            f"held by {holder}",
+            f"wait for that deploy; if it died: invoke deploy --env {ctx.plan.environment} "
+            "--break-lock",
+        )
+    ]
 
 
 def check_network(ctx: Context) -> list[Check]:
@@ -502,6 +518,7 @@ CHECKS: list[Callable[[Context], list[Check]]] = [
     check_docker,
     check_images,
     check_network,
+    check_lock,
     check_disk,
     check_ports,
     check_gpu,
