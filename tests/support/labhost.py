@@ -167,6 +167,11 @@ def second_engine(
         docker_host = f"unix://{sock}"
         engine = Engine(docker_host, f"{subnet}.1", args, env, log, root)
         cleanup.callback(shutil.rmtree, root / "docker", ignore_errors=True)
+        # dockerd makes its data root a mount of its own, and leaves it behind when containers
+        # outlived it (live-restore): detach it, or the directory cannot be removed
+        cleanup.callback(
+            subprocess.run, ["umount", "-l", str(root / "docker")], capture_output=True
+        )
         cleanup.callback(engine.stop)
         engine.start()
         cleanup.callback(_remove_containers, docker_host)

@@ -73,7 +73,7 @@ def test_noop_redeploy_restarts_nothing(local_deployment: Deployment) -> None:
 def alice(local_deployment: Deployment) -> HubClient:
     """alice, logged in with the shared password, with her server running."""
     client = local_deployment.hub()
-    response = client.login("alice", SHARED_PASSWORD)
+    response = client.login("alice", SHARED_PASSWORD, next_url="/hub/home")
     assert response.status_code == 200, response.text[:300]
     seconds = client.start_server("alice")
     print(f"alice's server ready in {seconds:.1f}s")
