@@ -40,7 +40,7 @@ def check_discovery(env: LoadedEnvironment, timeout: float = 10) -> dict[str, st
     except requests.exceptions.RequestException as exc:
         raise ConfigError(
             f"{where}: auth.issuer: got {auth.issuer!r}; {url} does not answer "
-            f"({_short(exc)}); check the URL and that this machine can reach the provider"
+            f"({_why(exc, timeout)}); check the URL and that this machine can reach the provider"
         ) from None
     if response.status_code != 200:
         raise ConfigError(
@@ -57,6 +57,20 @@ def check_discovery(env: LoadedEnvironment, timeout: float = 10) -> dict[str, st
         return endpoints(auth.issuer, document)
     except DiscoveryError as exc:
         raise ConfigError(f"{where}: auth.issuer: got {auth.issuer!r}; {exc}") from None
+
+
+def _why(exc: requests.exceptions.RequestException, timeout: float) -> str:
+    """The reason in a few words, not urllib3's whole chain."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer within {timeout:.0f}s"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "the host name does not resolve"
+    if "No route to host" in text or "Network is unreachable" in text:
+        return "no route to the host"
+    return _short(exc)
 
 
 def _short(exc: Exception) -> str:
