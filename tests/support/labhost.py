@@ -281,11 +281,9 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@contextmanager
-def deploy_user() -> Iterator[str]:
-    """A system user in the docker group, not root, that logs in with the lab host's key."""
-    name = f"hubops-t{uuid.uuid4().hex[:6]}"
-    subprocess.run(["groupadd", "--force", "--system", "docker"], check=True)
+def add_user(name: str, groups: tuple[str, ...] = ()) -> None:
+    """A system user with no password that may log in over SSH with the lab host's key (not
+    locked: sshd with UsePAM no refuses locked accounts)."""
     subprocess.run(
         [
             "useradd",
@@ -294,15 +292,22 @@ def deploy_user() -> Iterator[str]:
             "--home-dir",
             "/nonexistent",
             "--password",
-            "*",  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
+            "*",
             "--shell",
             "/bin/bash",
-            "--groups",
-            "docker",
+            *(["--groups", ",".join(groups)] if groups else []),
             name,
         ],
         check=True,
     )
+
+
+@contextmanager
+def deploy_user() -> Iterator[str]:
+    """A system user in the docker group, not root, that logs in with the lab host's key."""
+    name = f"hubops-t{uuid.uuid4().hex[:6]}"
+    subprocess.run(["groupadd", "--force", "--system", "docker"], check=True)
+    add_user(name, groups=("docker",))
     try:
         yield name
     finally:

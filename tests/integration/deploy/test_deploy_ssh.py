@@ -5,7 +5,6 @@ file work on the host goes through the engine (hubops.rootfiles)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from tests.integration.deploy.conftest import (
     make_deployment,
     tear_down,
 )
-from tests.support.labhost import LabHost, remove_user
+from tests.support.labhost import LabHost, add_user, remove_user
 from tests.support.wait import wait_for
 
 
@@ -169,21 +168,7 @@ def test_a_deploy_user_outside_the_docker_group_is_one_clear_error(
     ssh_deployment: Deployment, lab: LabHost
 ) -> None:
     name = f"nodock{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        [
-            "useradd",
-            "--system",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--password",
-            "*",  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
-            "--shell",
-            "/bin/bash",
-            name,
-        ],
-        check=True,
-    )
+    add_user(name)  # in no docker group
     try:
         d = ssh_deployment
         plan, _ = d.rendered()
