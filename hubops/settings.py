@@ -224,7 +224,8 @@ class _OAuthBase(Section):
 
 
 GITLAB_USER_SCOPES = ("read_user", "read_api", "api")  # what GitLab's /api/v4/user accepts
-GITHUB_ORG_SCOPES = ("read:org", "write:org", "admin:org")  # what shows private membership
+# what lets hubops list a user's organizations and teams (GitHub: "read:org or user")
+GITHUB_ORG_SCOPES = ("read:org", "write:org", "admin:org", "user")
 
 
 class GitLabAuth(_OAuthBase):
@@ -274,8 +275,8 @@ class GitHubAuth(_OAuthBase):
         if groups and not set(scopes) & set(GITHUB_ORG_SCOPES):
             return (
                 "groups are used (auth.allowed_groups, profiles or pinned GPUs), and GitHub "
-                "shows private organization and team membership only to tokens with read:org; "
-                "add read:org, or remove auth.scopes"
+                "lists a user's organizations and teams only to tokens with read:org (or the "
+                "wider user); add read:org, or remove auth.scopes"
             )
         return None
 

@@ -17,8 +17,9 @@ It refuses what the real providers refuse (checked against their sources and doc
   ``{"error": "insufficient_scope", ..., "scope": "..."}`` and no WWW-Authenticate header.
 - **GitHub** shows private organization and team membership only with ``read:org``
   (``write:org``, ``admin:org``): without it the membership check redirects (302) to the
-  public-members check, which is 404 for a private member; ``/user/teams`` is 403; ``/user/orgs``
-  lists public memberships only.
+  public-members check, which is 404 for a private member. ``/user/orgs`` and ``/user/teams``
+  need ``read:org`` or ``user`` and answer 403 otherwise (GitHub's REST description). Its token
+  response lists the granted scopes comma-separated, as GitHub's does.
 - **OIDC** answers its userinfo only for ``openid``, and releases each claim only for the
   scope that asks for it: ``preferred_username`` and ``name`` for ``profile``, ``email`` for
   ``email``, ``groups`` for ``groups`` (as Dex does). Its discovery document is at
@@ -28,6 +29,7 @@ It refuses what the real providers refuse (checked against their sources and doc
 from __future__ import annotations
 
 import html
+import json
 import secrets
 import threading
 import time
@@ -50,12 +52,13 @@ DIALECTS = ("gitlab", "github", "oidc")
 # ``Provider.enabled`` (a subset), as an admin does in GitLab's or Keycloak's settings
 KNOWN_SCOPES = {
     "gitlab": {"read_user", "read_api", "api", "openid", "profile", "email"},
-    "github": {"read:user", "user:email", "read:org", "write:org", "admin:org", "repo"},
+    "github": {"read:user", "user", "user:email", "read:org", "write:org", "admin:org", "repo"},
     "oidc": {"openid", "profile", "email", "groups"},
 }
 GITLAB_USER = {"read_user", "read_api", "api"}
 GITLAB_API = {"read_api", "api"}
-GITHUB_ORG = {"read:org", "write:org", "admin:org"}
+GITHUB_ORG = {"read:org", "write:org", "admin:org"}  # see private membership
+GITHUB_LISTS = {*GITHUB_ORG, "user"}  # /user/orgs and /user/teams: "read:org or user", else 403
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,13 @@ def create_app(provider: Provider) -> Flask:
         provider.token_requests.append(
             {k: v for k, v in request.form.items() if k != "client_secret"}
         )
-        return server.create_token_response()
+        response = server.create_token_response()
+        if request.path.startswith("/github/") and response.is_json:
+            body = response.get_json()
+            if isinstance(body, dict) and "scope" in body:  # GitHub: "read:org,read:user"
+                body["scope"] = ",".join(str(body["scope"]).split())
+                response.set_data(json.dumps(body))
+        return response
 
     for dialect, path in (
         ("gitlab", "/gitlab/oauth/authorize"),
@@ -388,13 +397,20 @@ def create_app(provider: Provider) -> Flask:
             return "", 204
         return jsonify(message="Not Found"), 404
 
+    def may_list(grant: Grant, what: str) -> Any:
+        if grant.scopes & GITHUB_LISTS:
+            return None
+        provider.refused.append((request.path, "no read:org or user"))
+        return jsonify(
+            message=f"You need at least read:org scope or user scope to list {what}."
+        ), 403
+
     @app.get("/github/api/v3/user/teams")
     def github_teams() -> Any:
         grant = bearer()
-        if not sees_private(grant):
-            provider.refused.append((request.path, "no read:org"))
-            message = "You need at least read:org scope or user scope to list your teams."
-            return jsonify(message=message), 403
+        refused = may_list(grant, "your teams")
+        if refused:
+            return refused
         return jsonify(
             [
                 {"slug": team, "name": team, "organization": {"login": org}}
@@ -405,8 +421,10 @@ def create_app(provider: Provider) -> Flask:
     @app.get("/github/api/v3/user/orgs")
     def github_orgs() -> Any:
         grant = bearer()
-        orgs = grant.user.orgs if sees_private(grant) else set(grant.user.public_orgs)
-        return jsonify([{"login": org} for org in sorted(orgs)])
+        refused = may_list(grant, "your organizations")
+        if refused:
+            return refused
+        return jsonify([{"login": org} for org in sorted(grant.user.orgs)])
 
     # --- OpenID Connect ----------------------------------------------------------------------
 

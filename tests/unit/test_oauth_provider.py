@@ -116,9 +116,31 @@ def test_github_hides_private_membership_without_read_org(provider: Provider) ->
     assert check.headers["Location"].endswith("/orgs/gh-org/public_members/bob")
     assert get(provider, "/github/api/v3/orgs/gh-org/members/bob", t).status_code == 404
     assert get(provider, "/github/api/v3/user/teams", t).status_code == 403
-    assert get(provider, "/github/api/v3/user/orgs", t).json() == []
+    assert get(provider, "/github/api/v3/user/orgs", t).status_code == 403
     public = token(provider, "github", "pat", ["read:user"])
     assert get(provider, "/github/api/v3/orgs/gh-org/members/pat", public).status_code == 204
+
+
+def test_github_lists_orgs_for_user_too_and_reports_scopes_comma_separated(
+    provider: Provider,
+) -> None:
+    t = token(provider, "github", "bob", ["user"])
+    assert "gh-org" in [o["login"] for o in get(provider, "/github/api/v3/user/orgs", t).json()]
+    signed_in, verifier = authorize(provider, "github", "bob", ["read:user", "read:org"])
+    code = signed_in.headers["Location"].split("code=", 1)[1].split("&", 1)[0]
+    answer = requests.post(
+        provider.base_url + "/github/login/oauth/access_token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": provider.client.redirect_uris[0],
+            "code_verifier": verifier,
+        },
+        auth=(provider.client.client_id, provider.client.client_secret),
+        headers={"Accept": "application/json"},
+        timeout=10,
+    )
+    assert answer.json()["scope"] == "read:user,read:org"
 
 
 def test_github_read_org_shows_orgs_and_teams(provider: Provider) -> None:
