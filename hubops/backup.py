@@ -128,6 +128,13 @@ def restore_files(
             f"{host.name}: no backup {stamp!r} in {backups_dir(settings)}; backups: "
             f"{', '.join(known) or 'none'}"
         )
+    host.run(restore_command(settings, stamp, db_only))
+    return stamp
+
+
+def restore_command(settings: Environment, stamp: str, db_only: bool = False) -> str:
+    """Root's shell command that copies a backup's files over the live ones, each atomically
+    (for a host, or for the deploy's swap unit)."""
     source = f"{backups_dir(settings)}/{stamp}"
     data = settings.paths.data_dir
     files = [(DB_FILE, data)]
@@ -140,5 +147,4 @@ def restore_files(
             f"if [ -e {quote(src)} ]; then cp -p {quote(src)} {quote(dst)}.hubops-tmp && "
             f"mv -f {quote(dst)}.hubops-tmp {quote(dst)}; fi"
         )
-    host.run(" && ".join(copies))
-    return stamp
+    return " && ".join(copies)

@@ -23,19 +23,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from hubops_hub.labels import LABEL_ENV, LABEL_HASH, LABEL_JH
+from hubops_hub.labels import LABEL_HASH, LABEL_JH
 from pydantic import SecretStr
 
 from hubops import dockerhost, lock, network, tls
 from hubops import swap as swap_unit
-from hubops.backup import backup, list_backups, prune_backups, restore_files
+from hubops.backup import backup, list_backups, prune_backups, restore_command, restore_files
 from hubops.errors import BackupError, DeployError, HubopsError
 from hubops.hosts import Host, quote
 from hubops.plan import (
     CONFIG_FILE,
-    COOKIE_SECRET_FILE,
     DB_FILE,
     HUB_PORT,
     PROXY_PORT,
@@ -118,7 +117,7 @@ def file_host(host: Host, plan: Plan) -> Host | None:
 
 
 def take_snapshot(
-    host: Host, plan: Plan, settings: Environment, files: Host | Literal["same"] | None = "same"
+    host: Host, plan: Plan, settings: Environment, files: Host | None
 ) -> dockerhost.Snapshot:
     """Everything a deploy compares, read from the host in one command (two for a deploy
     user that is not root: the engine's state, then the files through a root helper)."""
@@ -139,7 +138,7 @@ def take_snapshot(
             quote(f"{config_prev}.absent"),
             f"{quote(secrets_prev)}/*",
         ],
-        files=_same(host, files),
+        files=files,
     )
 
 
@@ -150,10 +149,6 @@ def interrupted(snap: dockerhost.Snapshot, plan: Plan, settings: Environment) ->
     return any(f"{c.name}-previous" in snap.containers for c in plan.containers) or any(
         mark in line for line in snap.sums.splitlines() for mark in marks
     )
-
-
-def _same(host: Host, files: Host | Literal["same"] | None) -> Host | Literal["same"] | None:
-    return "same" if files is host else files
 
 
 def find_changes(
@@ -358,18 +353,7 @@ def _deploy(
         )
         result.done.append(f"backup {result.backup}")
     if dockerhost.inspect(host, "network", plan.network) is None:
-        host.run(
-            quote(
-                "docker",
-                "network",
-                "create",
-                "--driver",
-                "bridge",
-                "--label",
-                f"{LABEL_ENV}={plan.environment}",
-                plan.network,
-            )
-        )
+        network.create(host, plan)
         result.done.append(f"network {plan.network}")
     progress("keeping the current config and secret files aside")
     files.run(_save_state(settings))
@@ -381,8 +365,9 @@ def _deploy(
         if changes.config_changed:
             write_atomic(files, _config_path(settings), config_text, mode="0644")
             result.done.append(f"config {_config_path(settings)}")
-        swap = _swap_for(host, files, plan, settings, changes, config_text, result, held)
-        swap.health_timeout = health_timeout
+        swap = _swap_for(
+            host, files, plan, settings, changes, config_text, result, held, health_timeout
+        )
     except BaseException:
         files.run(_restore_state(settings), check=False)
         raise
@@ -419,6 +404,7 @@ def _swap_for(
     config_text: str,
     result: DeployResult,
     held: lock.Lock,
+    health_timeout: float,
 ) -> swap_unit.Swap:
     """The unit that replaces the containers ``changes`` names, and how it rolls back."""
     snap = take_snapshot(host, plan, settings, files)  # images and secret files as they are now
@@ -443,7 +429,7 @@ def _swap_for(
             else None
         ),
         health_urls=_health_urls(plan, settings),
-        health_timeout=90,
+        health_timeout=health_timeout,
         prepare=(
             (
                 f"upgrading the DB to JupyterHub {new_version}",
@@ -453,7 +439,7 @@ def _swap_for(
             else None
         ),
         undo_prepare=(
-            ("DB", root_command(files, _restore_db_command(settings, result.backup)))
+            ("DB", root_command(files, restore_command(settings, result.backup, db_only=True)))
             if upgrade and result.backup
             else None
         ),
@@ -476,7 +462,7 @@ def recover(
     Returns what was done."""
     hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
     names = [hub.name, f"{hub.name}-previous", proxy.name, f"{proxy.name}-previous"]
-    state = dockerhost.snapshot(host, read=[], images=[], containers=names, sums=[])
+    state = dockerhost.snapshot(host, read=[], images=[], containers=names, sums=[], files=host)
     have = state.containers
     previous = [n for n in names if n.endswith("-previous") and n in have]
     current = have.get(hub.name)
@@ -563,17 +549,6 @@ def _upgrade_db_command(settings: Environment, image: str) -> str:
         "upgrade-db",
         f"--db=sqlite:////srv/jupyterhub/{DB_FILE}",
     )
-
-
-def _restore_db_command(settings: Environment, stamp: str) -> str:
-    data = settings.paths.data_dir
-    src, dst = f"{data}/backups/{stamp}/{DB_FILE}", f"{data}/{DB_FILE}"
-    return (
-        f"cp -p {quote(src)} {quote(dst)}.hubops-tmp && mv -f {quote(dst)}.hubops-tmp {quote(dst)}"
-    )
-
-
-# --- the state a swap can go back to ----------------------------------------------------------
 
 
 def _saved(settings: Environment) -> tuple[str, str, str, str]:
@@ -757,9 +732,7 @@ def reload_certificate(
     reader = file_host(host, plan)
     if reader is None:
         raise HubopsError(f"{host.name}: no hubops image on the host; deploy first")
-    snap = dockerhost.snapshot(
-        host, read=files, images=[], containers=[], sums=[], files=_same(host, reader)
-    )
+    snap = dockerhost.snapshot(host, read=files, images=[], containers=[], sums=[], files=reader)
     problem = _tls_problem(settings, snap, host)
     if problem:
         raise HubopsError(f"{problem}; the proxy keeps serving the old certificate")
@@ -828,11 +801,11 @@ def restore_backup(
             health_timeout=health_timeout,
             prepare=(
                 f"restoring backup {stamp}",
-                root_command(files, _restore_files_command(settings, stamp)),
+                root_command(files, restore_command(settings, stamp)),
             ),
             undo_prepare=(
                 f"the state before (backup {safety})",
-                root_command(files, _restore_files_command(settings, safety)),
+                root_command(files, restore_command(settings, safety)),
             ),
             restore_files=root_command(files, _restore_state(settings)),
             finish=[root_command(files, _drop_state(settings)) + " || true"],
@@ -848,15 +821,3 @@ def restore_backup(
     finally:
         if not handed_over:
             lock.release(host, held)
-
-
-def _restore_files_command(settings: Environment, stamp: str) -> str:
-    """Root's command that copies a backup's files over the live ones (each atomically)."""
-    source = f"{settings.paths.data_dir}/backups/{stamp}"
-    data, config_dir = settings.paths.data_dir, settings.paths.config_dir
-    copies = []
-    for name, directory in ((DB_FILE, data), (COOKIE_SECRET_FILE, data), (CONFIG_FILE, config_dir)):
-        src, dst = quote(f"{source}/{name}"), quote(f"{directory}/{name}")
-        tmp = quote(f"{directory}/{name}.hubops-tmp")
-        copies.append(f"if [ -e {src} ]; then cp -p {src} {tmp} && mv -f {tmp} {dst}; fi")
-    return " && ".join(copies)

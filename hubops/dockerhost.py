@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from hubops.hosts import Host, quote
 from hubops.plan import ContainerSpec
@@ -94,12 +94,14 @@ def snapshot(
     images: list[str],
     containers: list[str],
     sums: list[str],
-    files: Host | Literal["same"] | None = "same",
+    *,
+    files: Host | None,
 ) -> Snapshot:
     """One command on the host instead of one per question (a no-op deploy stays fast).
 
-    ``files``: who reads the files and sums: the same host (root), a root helper (a deploy
-    user that is not root: a second command), or None (nobody can yet: they read as missing).
+    ``files``: who reads the files and sums: ``host`` itself (root: one command), a root
+    helper (a deploy user that is not root: a second command), or None (nobody can yet: they
+    read as missing).
     """
     docker_parts = [f"echo '{_MARK} images'"]
     if images:
@@ -116,7 +118,7 @@ def snapshot(
     file_parts.append(f"echo '{_MARK} sums'")
     if sums:
         file_parts.append(f"sha256sum {' '.join(sums)} 2>/dev/null")
-    if files == "same":
+    if files is host:
         out = host.run("; ".join(file_parts + docker_parts) + "; true", timeout=120).stdout
     else:
         out = host.run("; ".join(docker_parts) + "; true", timeout=120).stdout

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from hubops_hub.labels import LABEL_ENV
+
 from hubops.hosts import Host, quote
 from hubops.plan import Plan
 
@@ -49,21 +51,9 @@ def resolution_problem(host: Host, plan: Plan, both: bool = True) -> str | None:
     return None
 
 
-def repair(host: Host, plan: Plan) -> list[str]:
-    """Recreate the network with its subnet, and connect every container back at its address.
-    Returns what was done."""
-    found = json.loads(
-        host.run(quote("docker", "network", "inspect", plan.network), timeout=60).stdout
-    )[0]
-    subnet = found["IPAM"]["Config"][0]["Subnet"]
-    labels = found.get("Labels") or {}
-    members = {
-        c["Name"]: c["IPv4Address"].split("/")[0] for c in (found.get("Containers") or {}).values()
-    }
-    for name in members:
-        host.run(quote("docker", "network", "disconnect", "--force", plan.network, name))
-    host.run(quote("docker", "network", "rm", plan.network))
-    label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+def create(host: Host, plan: Plan, subnet: str | None = None) -> None:
+    """The environment's bridge network (with ``subnet``: at that subnet, so containers can be
+    connected back at their addresses)."""
     host.run(
         quote(
             "docker",
@@ -71,12 +61,28 @@ def repair(host: Host, plan: Plan) -> list[str]:
             "create",
             "--driver",
             "bridge",
-            "--subnet",
-            subnet,
-            *label_args,
+            *(["--subnet", subnet] if subnet else []),
+            "--label",
+            f"{LABEL_ENV}={plan.environment}",
             plan.network,
         )
     )
+
+
+def repair(host: Host, plan: Plan) -> list[str]:
+    """Recreate the network with its subnet, and connect every container back at its address.
+    Returns what was done."""
+    found = json.loads(
+        host.run(quote("docker", "network", "inspect", plan.network), timeout=60).stdout
+    )[0]
+    subnet = found["IPAM"]["Config"][0]["Subnet"]
+    members = {
+        c["Name"]: c["IPv4Address"].split("/")[0] for c in (found.get("Containers") or {}).values()
+    }
+    for name in members:
+        host.run(quote("docker", "network", "disconnect", "--force", plan.network, name))
+    host.run(quote("docker", "network", "rm", plan.network))
+    create(host, plan, subnet)
     for name, ip in sorted(members.items()):
         host.run(quote("docker", "network", "connect", "--ip", ip, plan.network, name))
     return [f"network {plan.network} recreated ({subnet}), {len(members)} container(s) back"]

@@ -33,15 +33,14 @@ from pathlib import Path
 import bcrypt
 import jwt
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.support.apt import ensure_commands
 from tests.support.net import free_port
+from tests.support.tls import self_signed
 from tests.support.wait import wait_for
 
 SERVICE = "hubops-test-registry"
@@ -68,18 +67,7 @@ def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
 
 def _key_and_cert(root: Path) -> tuple[rsa.RSAPrivateKey, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, ISSUER, datetime.now(timezone.utc) + timedelta(days=30), ip=None)
     path = root / "token-signer.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key, path

@@ -9,16 +9,16 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 
-def write_cert(directory: Path, not_after: datetime, ip: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A certificate for ``ip`` (CN and IP SAN) and its key (mode 0600), valid until
-    ``not_after``. Returns (cert, key)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
-    cert = (
+def self_signed(
+    key: CertificateIssuerPrivateKeyTypes, common_name: str, not_after: datetime, ip: str | None
+) -> x509.Certificate:
+    """A self-signed certificate of ``key`` (its own CA), with an IP SAN when ``ip`` is given."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -26,13 +26,22 @@ def write_cert(directory: Path, not_after: datetime, ip: str = "127.0.0.1") -> t
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_after - timedelta(days=90))
         .not_valid_after(not_after)
-        .add_extension(
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if ip is not None:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return builder.sign(key, hashes.SHA256())
+
+
+def write_cert(directory: Path, not_after: datetime, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``ip`` (CN and IP SAN) and its key (mode 0600), valid until
+    ``not_after``. Returns (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(key, ip, not_after, ip)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.touch(mode=0o600)

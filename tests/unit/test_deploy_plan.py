@@ -91,7 +91,7 @@ def deployed(
     """Script the host as a finished deploy of ``plan`` leaves it."""
     host.files[_config_path(env.settings)] = config
     host.images = [{"Id": f"sha256:{n}", "RepoTags": [ref]} for n, ref in enumerate(plan.images)]
-    snap = take_snapshot(host, plan, env.settings)  # type: ignore[arg-type]
+    snap = take_snapshot(host, plan, env.settings, host)  # type: ignore[arg-type]
     host.containers = [
         {
             "Name": f"/{spec.name}",
@@ -114,10 +114,10 @@ def test_nothing_changed_means_nothing_to_do(rendered: tuple) -> None:  # type: 
     host = ScriptedHost()
     deployed(host, plan, env, config)
     changes = find_changes(
-        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings)
+        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings, host)
     )  # type: ignore[arg-type]
     assert changes.nothing, changes.lines()
-    assert not interrupted(take_snapshot(host, plan, env.settings), plan, env.settings)  # type: ignore[arg-type]
+    assert not interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]
 
 
 def test_a_config_change_replaces_the_hub_and_keeps_the_proxy(rendered: tuple) -> None:  # type: ignore[type-arg]
@@ -125,7 +125,12 @@ def test_a_config_change_replaces_the_hub_and_keeps_the_proxy(rendered: tuple) -
     host = ScriptedHost()
     deployed(host, plan, env, config)
     changes = find_changes(
-        host, plan, env.settings, config + "# more\n", {}, take_snapshot(host, plan, env.settings)
+        host,
+        plan,
+        env.settings,
+        config + "# more\n",
+        {},
+        take_snapshot(host, plan, env.settings, host),
     )  # type: ignore[arg-type]
     assert changes.containers == {"hub": "replace (config or secrets changed)"}
     assert "+# more" in changes.config_diff
@@ -140,7 +145,7 @@ def test_a_missing_image_and_a_stopped_proxy(rendered: tuple) -> None:  # type: 
     proxy = next(c for c in host.containers if c["Name"] == f"/{plan.containers[0].name}")
     proxy["State"] = {"Status": "exited", "Running": False}
     changes = find_changes(
-        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings)
+        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings, host)
     )  # type: ignore[arg-type]
     assert changes.missing_images == [hub.image]
     assert changes.containers == {"proxy": "replace (not running)", "hub": "replace (new image)"}
@@ -151,7 +156,7 @@ def test_changed_secrets_replace_the_hub(rendered: tuple) -> None:  # type: igno
     host = ScriptedHost()
     deployed(host, plan, env, config)
     changes = find_changes(
-        host, plan, env.settings, config, SECRETS, take_snapshot(host, plan, env.settings)
+        host, plan, env.settings, config, SECRETS, take_snapshot(host, plan, env.settings, host)
     )  # type: ignore[arg-type]
     assert changes.secrets_changed, "no secret file on the host matches"
     assert changes.containers == {"hub": "replace (config or secrets changed)"}
@@ -163,12 +168,12 @@ def test_leftovers_of_a_cut_off_deploy_are_noticed(rendered: tuple) -> None:  # 
     deployed(host, plan, env, config)
     _, config_prev, _, _ = _saved(env.settings)
     host.sums = [f"{'0' * 64}  {config_prev}"]
-    assert interrupted(take_snapshot(host, plan, env.settings), plan, env.settings)  # type: ignore[arg-type]
+    assert interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]
     host.sums = []
     hub = dict(host.containers[1])
     hub["Name"] = f"/{plan.containers[1].name}-previous"
     host.containers.append(hub)
-    assert interrupted(take_snapshot(host, plan, env.settings), plan, env.settings)  # type: ignore[arg-type]
+    assert interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]
 
 
 # --- the swap unit, under sh with a fake docker ---------------------------------------------

@@ -72,14 +72,20 @@ def test_doctor_accepts_a_valid_certificate_and_a_free_port(
     assert (runtime.status, runtime.detail) == ("ok", "runc"), "this engine's default runtime"
 
 
-def test_doctor_reports_a_key_that_does_not_match(undeployed: Deployment, tmp_path: Path) -> None:
-    d = undeployed
+def mismatched_tls(d: Deployment, tmp_path: Path) -> tuple[Path, Path]:
+    """Set TLS with a certificate and the key of another certificate; returns (cert, key)."""
     later = datetime.now(timezone.utc) + timedelta(days=60)
     cert, _ = write_cert(tmp_path, later)
     (tmp_path / "other").mkdir()
     _, other_key = write_cert(tmp_path / "other", later)
     d.set("public_url", f"https://127.0.0.1:{d.port}")
     d.set("tls", {"enabled": True, "cert": str(cert), "key": str(other_key)})
+    return cert, other_key
+
+
+def test_doctor_reports_a_key_that_does_not_match(undeployed: Deployment, tmp_path: Path) -> None:
+    d = undeployed
+    mismatched_tls(d, tmp_path)
     tls = checks_of(d)["tls"]
     assert tls.status == "fail"
     assert "is not the key of" in tls.detail
@@ -89,12 +95,7 @@ def test_a_deploy_whose_key_does_not_match_its_certificate_changes_nothing(
     undeployed: Deployment, tmp_path: Path
 ) -> None:
     d = undeployed
-    later = datetime.now(timezone.utc) + timedelta(days=60)
-    cert, _ = write_cert(tmp_path, later)
-    (tmp_path / "other").mkdir()
-    _, other_key = write_cert(tmp_path / "other", later)
-    d.set("public_url", f"https://127.0.0.1:{d.port}")
-    d.set("tls", {"enabled": True, "cert": str(cert), "key": str(other_key)})
+    cert, other_key = mismatched_tls(d, tmp_path)
     with pytest.raises(DeployError) as info:
         d.deploy()
     message = str(info.value)
