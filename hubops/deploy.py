@@ -28,10 +28,11 @@ from typing import Any
 from hubops_hub.labels import LABEL_HASH, LABEL_JH
 from pydantic import SecretStr
 
-from hubops import dockerhost, lock, network, tls
+from hubops import dockerhost, firewall, lock, network, tls
 from hubops import swap as swap_unit
 from hubops.backup import backup, list_backups, prune_backups, restore_command, restore_files
 from hubops.errors import BackupError, DeployError, HubopsError
+from hubops.firewall import Layout
 from hubops.hosts import Host, quote
 from hubops.plan import (
     CONFIG_FILE,
@@ -63,6 +64,13 @@ class Changes:
     containers: dict[str, str]  # role -> why it must be (re)started; absent: it stays
     # a deploy user that is not root, and no hubops image on the host to read its files with
     files_unread: bool = False
+    firewall: str | None = None  # why the firewall container must be (re)made or removed
+
+    @property
+    def only_firewall(self) -> bool:
+        return bool(self.firewall) and not (
+            self.config_changed or self.missing_images or self.secrets_changed or self.containers
+        )
 
     @property
     def config_changed(self) -> bool:
@@ -71,7 +79,11 @@ class Changes:
     @property
     def nothing(self) -> bool:
         return not (
-            self.config_changed or self.missing_images or self.secrets_changed or self.containers
+            self.config_changed
+            or self.missing_images
+            or self.secrets_changed
+            or self.containers
+            or self.firewall
         )
 
     def lines(self) -> list[str]:
@@ -81,6 +93,8 @@ class Changes:
         if self.secrets_changed:
             out.append("secrets: update the hub's secret files")
         out += [f"container {role}: {why}" for role, why in self.containers.items()]
+        if self.firewall:
+            out.append(f"firewall: {self.firewall}")
         if self.files_unread:
             out.append(
                 "files: not read (the deploy user is not root and no hubops image is on the "
@@ -129,6 +143,7 @@ def take_snapshot(
         containers=[
             *(c.name for c in plan.containers),
             *(f"{c.name}-previous" for c in plan.containers),  # a swap that was cut off
+            firewall.name(plan.environment),
         ],
         sums=[
             *(quote(p) for p in plan.generated_secrets.values()),
@@ -158,9 +173,15 @@ def find_changes(
     config_text: str,
     secrets: dict[str, SecretStr],
     snap: dockerhost.Snapshot | None = None,
+    layout: Layout | None = None,
 ) -> Changes:
+    """What a deploy of ``plan`` would change. Without ``snap`` (a dry run), the host is read
+    here and the plan takes the addresses of the network as it is (None: it has none yet)."""
     unread = False
     if snap is None:
+        layout = network.layout(host, plan)
+        if layout is not None:
+            plan = network.pinned(plan, layout)
         reader = file_host(host, plan)
         unread = reader is None
         snap = take_snapshot(host, plan, settings, reader)
@@ -195,7 +216,79 @@ def find_changes(
     stale = _stale_certificate(host, plan, settings, snap, containers)
     if stale:
         containers["proxy"] = stale
-    return Changes(diff, missing, secrets_changed, containers, files_unread=unread)
+    return Changes(
+        diff,
+        missing,
+        secrets_changed,
+        containers,
+        files_unread=unread,
+        firewall=_firewall_change(snap, plan, settings, layout),
+    )
+
+
+def _firewall_spec(plan: Plan, settings: Environment, layout: Layout) -> ContainerSpec:
+    return firewall.container_spec(plan.environment, settings, layout, _spec(plan, "hub").image)
+
+
+def _firewall_change(
+    snap: dockerhost.Snapshot, plan: Plan, settings: Environment, layout: Layout | None
+) -> str | None:
+    have = snap.containers.get(firewall.name(plan.environment))
+    if not settings.network.isolation:
+        return "remove it and its rules (network.isolation is false)" if have else None
+    if layout is None:
+        return "apply the rules (the network gets its layout first)"
+    if have is None:
+        return "apply the rules (none kept yet)"
+    if dockerhost.labels(have).get(LABEL_HASH) != _spec_hash(
+        snap, _firewall_spec(plan, settings, layout), {}
+    ):
+        return "apply the changed rules"
+    if not dockerhost.is_running(have):
+        return "apply the rules again (its container does not run)"
+    return None
+
+
+def _apply_firewall(
+    host: Host, plan: Plan, settings: Environment, layout: Layout, progress: Progress
+) -> str:
+    """Make or remove the firewall container. A new one is started next to the old one and
+    takes over once it has applied its rules (the same chains, replaced in one
+    iptables-restore): at no moment are the user servers unfiltered. Returns what was done."""
+    name = firewall.name(plan.environment)
+    if not settings.network.isolation:
+        host.run(quote("docker", "rm", "-f", name), check=False)
+        firewall.run_in_host_network(
+            host, _spec(plan, "hub").image, firewall.remove_command(plan.environment)
+        )
+        return "firewall rules removed (network.isolation is false)"
+    spec = _firewall_spec(plan, settings, layout)
+    snap = dockerhost.snapshot(
+        host, read=[], images=[spec.image], containers=[], sums=[], files=None
+    )
+    nxt = spec.model_copy(update={"name": f"{name}-next"})
+    host.run(quote("docker", "rm", "-f", nxt.name), check=False)
+    host.run(dockerhost.create_command(nxt, {LABEL_HASH: _spec_hash(snap, spec, {})}))
+    host.run(quote("docker", "start", nxt.name))
+    progress("firewall: applying the rules")
+    deadline = time.monotonic() + 30
+    while True:
+        log = dockerhost.logs(host, nxt.name, lines=20)
+        if firewall.APPLIED in log:
+            break
+        state = dockerhost.inspect(host, "container", nxt.name) or {}
+        if time.monotonic() > deadline or not dockerhost.is_running(state):
+            host.run(quote("docker", "rm", "-f", nxt.name), check=False)
+            raise DeployError(
+                f"{host.name}: the firewall could not apply its rules (network.isolation): "
+                f"{log.strip()[-300:] or 'no output'}; hubops needs a rootful engine that "
+                "manages iptables (see the README, 'Isolation and hardening'), or set "
+                "network.isolation: false. The running hub was left as it was"
+            )
+        time.sleep(0.2)
+    host.run(quote("docker", "rm", "-f", name), check=False)
+    host.run(quote("docker", "rename", nxt.name, name))
+    return f"firewall {name} ({layout.subnet})"
 
 
 def _tls_files(settings: Environment) -> list[str]:
@@ -331,7 +424,10 @@ def _deploy(
     problem = _tls_problem(settings, snap, host) or _disk_problem(files, settings)
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
-    changes = find_changes(host, plan, settings, config_text, secrets, snap)
+    layout, made = network.ensure(host, plan, settings.network.subnet)
+    recovered += made
+    plan = network.pinned(plan, layout)
+    changes = find_changes(host, plan, settings, config_text, secrets, snap, layout)
     result = DeployResult(plan.environment, plan.public_url, changes)
     result.done += recovered + [f"fetched {ref}" for ref in fetched]
     if changes.nothing:
@@ -352,9 +448,11 @@ def _deploy(
             host, settings, _image_of(old_hub) or hub.image, hub.name, files=files
         )
         result.done.append(f"backup {result.backup}")
-    if dockerhost.inspect(host, "network", plan.network) is None:
-        network.create(host, plan)
-        result.done.append(f"network {plan.network}")
+    if changes.firewall:
+        result.done.append(_apply_firewall(host, plan, settings, layout, progress))
+    if changes.only_firewall:
+        _wait_healthy(host, plan, settings, timeout=health_timeout)
+        return result
     progress("keeping the current config and secret files aside")
     files.run(_save_state(settings))
     try:
@@ -782,6 +880,9 @@ def restore_backup(
         known = list_backups(files, settings)
         if stamp not in known:
             restore_files(files, settings, stamp)  # raises, listing the backups
+        layout = network.layout(host, plan)
+        if layout is not None:
+            plan = network.pinned(plan, layout)
         hub, proxy = _spec(plan, "hub"), _spec(plan, "proxy")
         current = dockerhost.inspect(host, "container", hub.name)
         if current is None:

@@ -53,6 +53,21 @@ def create_command(spec: ContainerSpec, extra_labels: dict[str, str]) -> str:
         args += ["--label", f"{key}={value}"]
     for key, value in sorted(spec.environment.items()):
         args += ["--env", f"{key}={value}"]
+    if spec.ip:
+        args += ["--ip", spec.ip]
+    if spec.entrypoint is not None:
+        args += ["--entrypoint", spec.entrypoint]
+    if spec.user is not None:
+        args += ["--user", spec.user]
+    args += [f"--cap-drop={cap}" for cap in spec.cap_drop]
+    args += [f"--cap-add={cap}" for cap in spec.cap_add]
+    args += [f"--security-opt={opt}" for opt in spec.security_opt]
+    if spec.pids_limit is not None:
+        args += ["--pids-limit", str(spec.pids_limit)]
+    if spec.read_only:
+        args.append("--read-only")
+    for path, options in sorted(spec.tmpfs.items()):
+        args += ["--tmpfs", f"{path}:{options}" if options else path]
     for port in spec.ports:
         args += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
     for mount in spec.mounts:

@@ -1,5 +1,10 @@
-"""The environment's Docker network: name resolution checked, and repaired without stopping
-anything.
+"""The environment's Docker network: its fixed layout, name resolution checked, and repaired
+without stopping anything.
+
+The network has a pinned subnet (``network.subnet``, or the one Docker picked at the first
+deploy): the proxy and the hub get its 2nd and 3rd addresses, user servers get theirs from its
+upper half (``--ip-range``), so hubops' firewall rules can name them (hubops.firewall). A
+network made by an older hubops (no ip-range) is remade the same way as a repair.
 
 Docker 20.10 breaks the embedded DNS of the bridge networks that exist when a swarm is
 initialised or left on the engine (checked on this project's machines): containers then no
@@ -12,9 +17,13 @@ address) stay right.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hubops_hub.labels import LABEL_ENV
 
+from hubops import dockerhost
+from hubops.errors import DeployError
+from hubops.firewall import Layout
 from hubops.hosts import Host, quote
 from hubops.plan import Plan
 
@@ -51,9 +60,9 @@ def resolution_problem(host: Host, plan: Plan, both: bool = True) -> str | None:
     return None
 
 
-def create(host: Host, plan: Plan, subnet: str | None = None) -> None:
-    """The environment's bridge network (with ``subnet``: at that subnet, so containers can be
-    connected back at their addresses)."""
+def create(host: Host, plan: Plan, subnet: str) -> None:
+    """The environment's bridge network at ``subnet``, with the hubops layout."""
+    layout = Layout.of(subnet)
     host.run(
         quote(
             "docker",
@@ -61,12 +70,77 @@ def create(host: Host, plan: Plan, subnet: str | None = None) -> None:
             "create",
             "--driver",
             "bridge",
-            *(["--subnet", subnet] if subnet else []),
+            "--subnet",
+            str(layout.subnet),
+            "--gateway",
+            str(layout.gateway),
+            "--ip-range",
+            str(layout.user_range),
             "--label",
             f"{LABEL_ENV}={plan.environment}",
             plan.network,
         )
     )
+
+
+def _ipam(found: dict[str, Any]) -> dict[str, str]:
+    configs = (found.get("IPAM") or {}).get("Config") or []
+    return dict(configs[0]) if configs else {}
+
+
+def layout(host: Host, plan: Plan) -> Layout | None:
+    """The layout of the environment's network as it is (None: no network, or one without
+    the hubops layout yet)."""
+    found = dockerhost.inspect(host, "network", plan.network)
+    if found is None:
+        return None
+    ipam = _ipam(found)
+    if not ipam.get("IPRange") or not ipam.get("Subnet"):
+        return None
+    return Layout.of(ipam["Subnet"])
+
+
+def ensure(host: Host, plan: Plan, wanted: str | None) -> tuple[Layout, list[str]]:
+    """The environment's network with the hubops layout: made when missing (at ``wanted``,
+    else where Docker finds room), remade in place when an older hubops made it. Returns the
+    layout and what was done."""
+    found = dockerhost.inspect(host, "network", plan.network)
+    if found is None:
+        subnet = wanted or _free_subnet(host, plan)
+        create(host, plan, subnet)
+        return Layout.of(subnet), [f"network {plan.network} ({subnet})"]
+    ipam = _ipam(found)
+    if wanted and ipam.get("Subnet") != wanted:
+        raise DeployError(
+            f"network.subnet is {wanted}, but {plan.network} on {host.name} has "
+            f"{ipam.get('Subnet')}; a subnet cannot change under running servers: set "
+            f"network.subnet: {ipam.get('Subnet')} (or remove it)"
+        )
+    if ipam.get("IPRange"):
+        return Layout.of(ipam["Subnet"]), []
+    done = repair(host, plan)
+    return Layout.of(ipam["Subnet"]), [f"{done[0]} with the hubops address layout"]
+
+
+def _free_subnet(host: Host, plan: Plan) -> str:
+    """A subnet Docker's own allocator finds free (a network made and removed at once)."""
+    probe = f"{plan.network}-probe"
+    host.run(quote("docker", "network", "rm", probe), check=False)
+    host.run(quote("docker", "network", "create", "--driver", "bridge", probe))
+    try:
+        found = dockerhost.inspect(host, "network", probe) or {}
+        subnet = _ipam(found).get("Subnet")
+    finally:
+        host.run(quote("docker", "network", "rm", probe), check=False)
+    if not subnet or ":" in subnet:
+        raise DeployError(f"{host.name}: Docker gave no IPv4 subnet for {plan.network}")
+    prefix = int(subnet.split("/")[1])
+    if prefix > 24:
+        raise DeployError(
+            f"{host.name}: Docker's address pool gives /{prefix} networks, too small for a hub "
+            "(the upper half holds the user servers); set network.subnet, e.g. 172.30.0.0/16"
+        )
+    return subnet
 
 
 def repair(host: Host, plan: Plan) -> list[str]:
@@ -86,3 +160,12 @@ def repair(host: Host, plan: Plan) -> list[str]:
     for name, ip in sorted(members.items()):
         host.run(quote("docker", "network", "connect", "--ip", ip, plan.network, name))
     return [f"network {plan.network} recreated ({subnet}), {len(members)} container(s) back"]
+
+
+def pinned(plan: Plan, layout: Layout) -> Plan:
+    """``plan`` with the proxy and the hub at their fixed addresses of ``layout``."""
+    ips = {"proxy": str(layout.proxy), "hub": str(layout.hub)}
+    containers = [
+        c.model_copy(update={"ip": ips[c.role]}) if c.role in ips else c for c in plan.containers
+    ]
+    return plan.model_copy(update={"containers": containers})

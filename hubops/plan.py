@@ -39,9 +39,26 @@ HUB_PORT = 8081
 PROXY_PORT = 8000
 PROXY_API_PORT = 8001
 PROXY_REDIRECT_PORT = 8080
+USER_PORT = 8888  # DockerSpawner's port of a user server
 USER_DIR_PREFIX = "jupyterhub-user-"
 
 Digests = Mapping[str, str] | None  # tag reference -> pushed digest
+
+# Hardening (see the README, "Isolation and hardening"). Every container drops all of
+# Docker's default capabilities and gets back only what its own start needs; none may gain
+# privileges (setuid binaries, file capabilities) after it started.
+NO_NEW_PRIVILEGES = ["no-new-privileges"]
+# the proxy starts as root for a moment: it reads the token and the TLS key, chowns its copies
+# of them (CHOWN) and drops to 65534:65534 with setpriv (SETUID, SETGID)
+PROXY_CAPS = ["CHOWN", "SETGID", "SETUID"]
+# the hub (root in its container, and it holds the engine's socket, which is root on the host
+# anyway) makes users' directories and hands them to their owner (CHOWN, FOWNER); with
+# per-user uids it reaches into directories that only their owner may open (DAC_OVERRIDE)
+HUB_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+# a user server runs as its non-root user from its first process: it needs no capability
+USER_CAPS: list[str] = []
+PROXY_PIDS_LIMIT = 256
+HUB_PIDS_LIMIT = 1024
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
 AUTH_MODULE = "hubops_hub.auth"
@@ -73,7 +90,7 @@ class PortBinding(_Frozen):
 
 
 class ContainerSpec(_Frozen):
-    role: Literal["proxy", "hub"]
+    role: Literal["proxy", "hub", "firewall"]
     name: str
     image: str
     command: list[str]
@@ -83,6 +100,15 @@ class ContainerSpec(_Frozen):
     network: str
     labels: dict[str, str]
     restart_policy: str = "unless-stopped"
+    entrypoint: str | None = None
+    ip: str | None = None  # its fixed address on the network (hubops.firewall.Layout)
+    user: str | None = None
+    cap_drop: list[str] = []
+    cap_add: list[str] = []
+    security_opt: list[str] = []
+    pids_limit: int | None = None
+    read_only: bool = False
+    tmpfs: dict[str, str] = {}  # path -> mount options
 
 
 class HostDir(_Frozen):
@@ -205,6 +231,12 @@ def hub_config(
         "start_timeout": su.start_timeout,
         "http_timeout": su.start_timeout,
         "extra_create_kwargs": {"labels": {LABEL_ENV: env_name, LABEL_ROLE: "user"}},
+        "extra_host_config": {
+            "security_opt": NO_NEW_PRIVILEGES,
+            "cap_drop": ["ALL"],
+            "cap_add": USER_CAPS,
+            "pids_limit": su.pids_limit,
+        },
     }
     traits["DockerSpawner"] = spawner
     traits["HubopsSpawner"] = {
@@ -235,7 +267,13 @@ def hub_config(
             "pre_spawn_hook": PyObject(
                 module="hubops_hub.userdirs",
                 name="pre_spawn_hook",
-                args=[settings.paths.user_data_dir, USER_DIR_PREFIX, su.uid, su.gid],
+                args=[
+                    settings.paths.user_data_dir,
+                    USER_DIR_PREFIX,
+                    su.uid,
+                    su.gid,
+                    su.per_user_uid_start if su.host_uids == "per-user" else None,
+                ],
             ),
         }
     }
@@ -396,6 +434,12 @@ def plan(
         mounts=proxy_mounts,
         network=n["network"],
         labels={**labels, LABEL_ROLE: "proxy", LABEL_IMAGE: proxy_image},
+        cap_drop=["ALL"],
+        cap_add=PROXY_CAPS,
+        security_opt=NO_NEW_PRIVILEGES,
+        pids_limit=PROXY_PIDS_LIMIT,
+        read_only=True,
+        tmpfs={PROXY_TLS_DIR: "size=1m,mode=0700", "/tmp": "size=16m,mode=1777"},
     )
     hub = ContainerSpec(
         role="hub",
@@ -413,6 +457,12 @@ def plan(
         ],
         network=n["network"],
         labels={**labels, LABEL_ROLE: "hub", LABEL_IMAGE: hub_image},
+        cap_drop=["ALL"],
+        cap_add=HUB_CAPS,
+        security_opt=NO_NEW_PRIVILEGES,
+        pids_limit=HUB_PIDS_LIMIT,
+        read_only=True,
+        tmpfs={"/tmp": "size=64m,mode=1777"},
     )
     host_dirs = [
         HostDir(path=paths.config_dir, mode=0o755),

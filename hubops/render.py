@@ -1,8 +1,9 @@
 """Plan -> files in build/<env>/: jupyterhub_config.py (Jinja2) and plan.json.
 
-Templates only place values. Every value enters the Python file through the ``py`` filter,
-which accepts plain data only and writes it as a Python literal, so no value can break the
-file or inject code.
+Templates only place values, and every value goes through one of three filters: ``py`` (plain
+data as a Python literal), ``ident`` (a dotted Python name) and ``comment`` (one line of text in
+a comment). An expression without one of them is an error at render time (Jinja2's
+``finalize``), so no value can break the file or inject code, in comments neither.
 """
 
 from __future__ import annotations
@@ -54,8 +55,45 @@ def py_literal(value: Any) -> str:
     return pprint.pformat(value, width=96, sort_dicts=False)
 
 
+class Placed(str):
+    """Text a filter has made safe for its place in the file."""
+
+
+def py_filter(value: Any) -> Placed:
+    return Placed(py_literal(value))
+
+
+def py_args_filter(values: Any) -> Placed:
+    """Call arguments: each a Python literal."""
+    return Placed(", ".join(py_literal(v) for v in values))
+
+
+def ident_filter(value: Any) -> Placed:
+    """A Python name or dotted module path, as it is."""
+    if not isinstance(value, str) or not all(p.isidentifier() for p in value.split(".")):
+        raise TypeError(f"cannot place {value!r} as a Python name")
+    return Placed(value)
+
+
+def comment_filter(value: Any) -> Placed:
+    """Text for a comment line: printable characters only, so it cannot end the comment."""
+    if not isinstance(value, str) or not value.isprintable():
+        raise TypeError(f"cannot place {value!r} into a comment: it holds a line break")
+    return Placed(value)
+
+
+def _finalize(value: Any) -> Placed:
+    if not isinstance(value, Placed):
+        raise TypeError(
+            f"template bug: {value!r} reaches the file without a filter that places it "
+            "(py, py_args, ident or comment)"
+        )
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
+        finalize=_finalize,
         loader=jinja2.PackageLoader("hubops", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -63,7 +101,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["py"] = py_literal
+    env.filters.update(
+        py=py_filter, py_args=py_args_filter, ident=ident_filter, comment=comment_filter
+    )
     return env
 
 

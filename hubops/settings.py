@@ -8,7 +8,7 @@ messages say what to change.
 from __future__ import annotations
 
 import re
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -95,8 +95,43 @@ def _check_image_choice(value: str) -> str:
     return value
 
 
+# Directories hubops must never use as a state, config or data directory: the root, the
+# system's own directories, and the container engine's state (a bind mount of /var/lib/docker
+# into the hub or into every user server would hand them the engine).
+SYSTEM_DIRS = frozenset(
+    (
+        *("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32"),
+        *("/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp"),
+        *("/usr", "/var", "/var/lib", "/var/log", "/var/run", "/var/tmp"),
+    )
+)
+SYSTEM_TREES = (
+    *("/bin", "/boot", "/dev", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin", "/sys"),
+    *("/usr", "/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", "/var/lib/apt"),
+    *("/run/docker", "/run/containerd", "/etc/docker", "/etc/ssh", "/etc/systemd"),
+)
+
+
+def _check_host_dir(value: str) -> str:
+    value = _check_abs_posix(value)
+    path = PurePosixPath(value)
+    if value in SYSTEM_DIRS:
+        raise ValueError(
+            f"{value} is {'the root' if value == '/' else 'a system directory'}; use a "
+            "directory of its own, e.g. /srv/jupyterhub-users"
+        )
+    for tree in SYSTEM_TREES:
+        if path.is_relative_to(tree):
+            raise ValueError(
+                f"{value} is inside {tree}, which belongs to the system or the container "
+                "engine; use a directory of its own, e.g. /srv/jupyterhub-users"
+            )
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
 HostPath = Annotated[str, AfterValidator(_check_abs_posix)]
+HostDir = Annotated[str, AfterValidator(_check_host_dir)]
 IPAddress = Annotated[str, AfterValidator(_check_ip)]
 MemSize = Annotated[str, AfterValidator(_check_mem)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -364,7 +399,24 @@ Auth = Annotated[
 OAUTH_TYPES = (GitLabAuth, GitHubAuth, OIDCAuth)
 
 
-GPUId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_GPU_ID = re.compile(rf"[0-9]+|GPU-{_UUID}|MIG-{_UUID}")
+
+
+def _check_gpu_id(value: str) -> str:
+    if not _GPU_ID.fullmatch(value):
+        raise ValueError(
+            "expected a GPU index (0, 1), a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) "
+            "or a MIG device UUID (MIG-...), as `nvidia-smi -L` lists them"
+        )
+    return value
+
+
+GPUId = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+    AfterValidator(_check_gpu_id),
+]
 
 
 class GPUSettings(Section):
@@ -452,6 +504,30 @@ class SingleuserSettings(Section):
     mem_limit: MemSize | None = Field(None, description="Memory limit per user server.")
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit per user server.")
     start_timeout: int = Field(120, ge=10, description="Seconds a user server may take to start.")
+    pids_limit: int = Field(
+        4096,
+        ge=64,
+        le=1_000_000,
+        description="Processes and threads one user server may have at once: a fork bomb "
+        "stops there instead of exhausting the host's PIDs for everyone. Deep-learning "
+        "workloads run many threads (data loader workers times BLAS threads); raise it "
+        "rather than remove it.",
+    )
+    host_uids: Literal["shared", "per-user"] = Field(
+        "shared",
+        description="shared: every user server runs as singleuser.uid:gid, so on the host "
+        "all users' directories belong to that one uid (0750), readable by a host account "
+        "with that uid or gid. per-user: each user gets a uid (and a private group of the "
+        "same number) of their own from per_user_uid_start on, their directory is theirs "
+        "alone (0700), and the server runs as that uid with HOME in that directory.",
+    )
+    per_user_uid_start: int = Field(
+        200000,
+        ge=1000,
+        le=2**31 - 70000,
+        description="per-user: the first uid handed out (the next 65536 are hubops'); keep "
+        "the range clear of host accounts and of /etc/subuid ranges.",
+    )
     profiles: list[Profile] = Field(
         default_factory=list,
         description="Per-group choices and limits (images, GPUs, memory, CPU, maximum age); "
@@ -488,19 +564,19 @@ class CullingSettings(Section):
 
 
 class PathSettings(Section):
-    config_dir: HostPath = Field(
+    config_dir: HostDir = Field(
         "/etc/jupyterhub", description="Host directory of the rendered hub config."
     )
-    data_dir: HostPath = Field(
+    data_dir: HostDir = Field(
         "/srv/jupyterhub",
         description="Host directory of the hub state: SQLite DB, cookie secret, proxy token, "
         "secrets, backups.",
     )
-    user_data_dir: HostPath = Field(
+    user_data_dir: HostDir = Field(
         "/srv/jupyterhub-users",
         description="Host directory that holds one jupyterhub-user-<name> directory per user.",
     )
-    shared_data_dir: HostPath | None = Field(
+    shared_data_dir: HostDir | None = Field(
         None,
         description="Host directory every user sees read-only at singleuser.shared_data_mount "
         "(datasets, course material); unset: none.",
@@ -509,6 +585,102 @@ class PathSettings(Section):
         "/var/run/docker.sock",
         description="The Docker engine's socket on the host; mounted into the hub only.",
     )
+
+    @model_validator(mode="after")
+    def _apart(self) -> PathSettings:
+        named = [
+            ("config_dir", self.config_dir),
+            ("data_dir", self.data_dir),
+            ("user_data_dir", self.user_data_dir),
+            *([("shared_data_dir", self.shared_data_dir)] if self.shared_data_dir else []),
+        ]
+        for i, (key_a, a) in enumerate(named):
+            for key_b, b in named[i + 1 :]:
+                pa, pb = PurePosixPath(a), PurePosixPath(b)
+                if pa == pb or pa.is_relative_to(pb) or pb.is_relative_to(pa):
+                    inner, outer = (key_a, key_b) if pa.is_relative_to(pb) else (key_b, key_a)
+                    raise RuleError(
+                        ("paths", inner),
+                        f"got {getattr(self, inner)!r}, which is "
+                        f"{'the same directory as' if pa == pb else 'inside'} paths.{outer} "
+                        f"({getattr(self, outer)}); give each its own directory, side by side "
+                        "(e.g. /etc/jupyterhub, /srv/jupyterhub, /srv/jupyterhub-users)",
+                    )
+        return self
+
+
+PRIVATE_NETWORKS = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",  # carrier-grade NAT
+    "169.254.0.0/16",  # link-local: cloud metadata services
+)
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError(
+            "expected an IPv4 network in CIDR form with no host bits, e.g. 10.1.2.0/24 or "
+            "10.1.2.3/32"
+        ) from None
+
+
+def _check_subnet(value: str) -> str:
+    value = _check_cidr(value)
+    net = ip_network(value)
+    if net.version != 4 or not 8 <= net.prefixlen <= 24:
+        raise ValueError(
+            "expected an IPv4 network from /8 to /24 (the upper half holds the user servers), "
+            "e.g. 172.30.0.0/16"
+        )
+    return value
+
+
+CIDR = Annotated[str, AfterValidator(_check_cidr)]
+Subnet = Annotated[str, AfterValidator(_check_subnet)]
+
+
+class NetworkSettings(Section):
+    isolation: bool = Field(
+        True,
+        description="Firewall the environment's Docker network (iptables rules that hubops "
+        "keeps in the host's DOCKER-USER and INPUT chains, from a small container): a user "
+        "server reaches the hub's API and, per egress, the outside; nothing else (no other "
+        "user's server, not the proxy's API, no host port but the public hub port). Turn off "
+        "only where hubops may not manage iptables (a rootless or user-namespaced engine).",
+    )
+    egress: Literal["internet", "all", "none"] = Field(
+        "internet",
+        description="What user servers reach outside the hub: internet (public addresses, and "
+        "DNS anywhere; not the private ranges 10/8, 172.16/12, 192.168/16, 100.64/10 and "
+        "169.254/16, where the lab's own services and cloud metadata live), all (also the "
+        "private ranges), none (nothing: no pip install). Needs isolation.",
+    )
+    egress_allow: list[CIDR] = Field(
+        default_factory=list,
+        description="Private networks user servers may reach all the same (egress internet), "
+        "e.g. the lab's PyPI mirror or NFS server: [10.1.2.3/32].",
+    )
+    subnet: Subnet | None = Field(
+        None,
+        description="The environment's Docker network (IPv4, /8 to /24): the proxy and the "
+        "hub get its 2nd and 3rd addresses, user servers its upper half. Unset: Docker picks "
+        "a free one at the first deploy and hubops keeps it.",
+    )
+
+    @model_validator(mode="after")
+    def _egress_needs_isolation(self) -> NetworkSettings:
+        if not self.isolation and (self.egress != "internet" or self.egress_allow):
+            raise RuleError(
+                ("network", "egress"),
+                f"got {self.egress!r} with network.isolation: false; egress rules are part of "
+                "the isolation: set network.isolation: true, or remove network.egress and "
+                "network.egress_allow",
+            )
+        return self
 
 
 class RegistrySettings(Section):
@@ -537,10 +709,36 @@ class RegistrySettings(Section):
         return self
 
 
+_SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+_SSH_HOST = re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]{0,252}")
+
+
+def _check_ssh_user(value: str) -> str:
+    if not _SSH_USER.fullmatch(value):
+        raise ValueError(
+            "expected a login name: letters, digits, '_', '.' and '-', not starting with '-' "
+            "or '.', at most 32 characters (e.g. hubops)"
+        )
+    return value
+
+
+def _check_ssh_host(value: str) -> str:
+    if not _SSH_HOST.fullmatch(value):
+        raise ValueError(
+            "expected a host name or an IP address (e.g. gpu01.lab.example.org), not "
+            "starting with '-' and without spaces"
+        )
+    return value
+
+
 class SSHSettings(Section):
-    host: str = Field(description="Host name or address of the hub server.")
+    host: Annotated[str, AfterValidator(_check_ssh_host)] = Field(
+        description="Host name or address of the hub server."
+    )
     port: Port = Field(22, description="SSH port.")
-    user: str = Field("root", description="SSH user; it must be allowed to use Docker.")
+    user: Annotated[str, AfterValidator(_check_ssh_user)] = Field(
+        "root", description="SSH user; it must be allowed to use Docker."
+    )
     key_file: str | None = Field(
         None, description="Private key file on the operator's machine (default: ssh-agent)."
     )
@@ -623,6 +821,10 @@ class Environment(Section):
     paths: PathSettings = Field(
         default_factory=PathSettings, description="Directories on the hub host."
     )
+    network: NetworkSettings = Field(
+        default_factory=NetworkSettings,
+        description="The environment's Docker network: isolation of user servers and egress.",
+    )
     registry: RegistrySettings = Field(
         default_factory=RegistrySettings, description="Image registry."
     )
@@ -646,6 +848,22 @@ class Environment(Section):
             raise ValueError(
                 "hub.http_port redirects plain http to https and needs tls.enabled: true; "
                 "remove hub.http_port"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_password_stays_private(self) -> Environment:
+        if (
+            isinstance(self.auth, SharedPasswordAuth)
+            and not self.tls.enabled
+            and not ip_address(self.hub.bind_address).is_loopback
+        ):
+            raise RuleError(
+                ("auth", "type"),
+                f"got 'shared-password' with hub.bind_address {self.hub.bind_address} and no "
+                "TLS: anyone on the network who learns the one password logs in as any user, "
+                "and it travels in clear text; log in through gitlab, github or oidc, or set "
+                "hub.bind_address: 127.0.0.1 (reach it over an SSH tunnel), or turn on tls",
             )
         return self
 

@@ -154,7 +154,8 @@ class SSHHost:
                 ]
                 if self._key_file is not None:
                     args += ["-i", str(self._key_file), "-o", "IdentitiesOnly=yes"]
-                args += [f"{self.settings.user}@{self.settings.host}", command]
+                # "--": nothing after it is an option, whatever the settings hold
+                args += ["--", f"{self.settings.user}@{self.settings.host}", command]
                 proc = subprocess.run(args, stdin=out, capture_output=True, check=False)
                 result = Result(
                     command,

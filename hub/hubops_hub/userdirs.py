@@ -37,12 +37,7 @@ def make_user_dir(root: str, prefix: str, name: str, uid: int, gid: int) -> str:
     Docker would create a missing bind-mount source owned by root, which the container's
     non-root user cannot write. An existing directory keeps its content and owner.
     """
-    if not name:
-        raise ValueError("empty user name")
-    path = os.path.join(root, prefix + escape_username(name))
-    real_root = os.path.realpath(root)
-    if os.path.dirname(os.path.realpath(path)) != real_root:
-        raise ValueError(f"user directory {path!r} would leave {root!r}")
+    path = user_dir(root, prefix, name)
     try:
         os.mkdir(path, 0o750)
     except FileExistsError:
@@ -52,11 +47,74 @@ def make_user_dir(root: str, prefix: str, name: str, uid: int, gid: int) -> str:
     return path
 
 
-def pre_spawn_hook(root: str, prefix: str, uid: int, gid: int) -> Any:
-    """A Spawner.pre_spawn_hook that makes the user's directory before the container starts."""
+PER_USER_SPAN = 65536  # uids hubops hands out from singleuser.per_user_uid_start on
+
+
+def user_dir(root: str, prefix: str, name: str) -> str:
+    if not name:
+        raise ValueError("empty user name")
+    path = os.path.join(root, prefix + escape_username(name))
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(root):
+        raise ValueError(f"user directory {path!r} would leave {root!r}")
+    return path
+
+
+def per_user_dir(root: str, prefix: str, name: str, start: int) -> tuple[str, int]:
+    """The user's directory and uid with per-user uids: the directory's owner when it is one
+    of hubops' uids, else the next free one (the directory is created, or taken over from the
+    shared uid: chowned through, 0700). The uid is also the gid of the user's private group.
+
+    The owners of the directories are the record: nothing else to keep in step. The hub calls
+    this from its event loop, one spawn at a time, so two users never get the same uid.
+    """
+    path = user_dir(root, prefix, name)
+    span = range(start, start + PER_USER_SPAN)
+    try:
+        owner = os.stat(path).st_uid
+    except FileNotFoundError:
+        owner = None
+    if owner is not None and owner in span:
+        return path, owner
+    taken = set()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                uid = entry.stat(follow_symlinks=False).st_uid
+                if uid in span:
+                    taken.add(uid)
+    uid = next((u for u in span if u not in taken), None)
+    if uid is None:
+        raise RuntimeError(f"all {PER_USER_SPAN} per-user uids from {start} on are taken")
+    if owner is None:
+        os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)
+    for top, dirs, files in os.walk(path):
+        for entry in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.lchown(entry, uid, uid)
+    return path, uid
+
+
+def pre_spawn_hook(
+    root: str, prefix: str, uid: int, gid: int, per_user_start: int | None = None
+) -> Any:
+    """A Spawner.pre_spawn_hook that makes the user's directory before the container starts.
+
+    With ``per_user_start`` (singleuser.host_uids: per-user) the server runs as the user's own
+    uid and private group, with HOME in their directory (the image's /home/jovyan belongs to
+    the shared uid)."""
 
     def hook(spawner: Any) -> None:
-        path = make_user_dir(root, prefix, spawner.user.name, uid, gid)
-        spawner.log.info("user directory for %s: %s", spawner.user.name, path)
+        name = spawner.user.name
+        if per_user_start is None:
+            path = make_user_dir(root, prefix, name, uid, gid)
+            spawner.log.info("user directory for %s: %s", name, path)
+            return
+        path, own = per_user_dir(root, prefix, name, per_user_start)
+        spawner.extra_create_kwargs = {
+            **(spawner.extra_create_kwargs or {}),
+            "user": f"{own}:{own}",
+        }
+        spawner.environment = {**spawner.environment, "HOME": spawner.notebook_dir}
+        spawner.log.info("user directory for %s: %s (uid %s)", name, path, own)
 
     return hook

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from hubops import environments
 from hubops.deploy import (
     _config_path,
+    _firewall_spec,
     _hub_inputs,
     _saved,
     _spec_hash,
@@ -25,7 +26,9 @@ from hubops.deploy import (
     take_snapshot,
 )
 from hubops.hosts import Result
+from hubops.firewall import Layout
 from hubops.lock import Lock
+from hubops.network import pinned
 from hubops.plan import Plan
 from hubops.render import render
 from hubops.swap import Swap
@@ -78,11 +81,16 @@ class ScriptedHost:
         return paths
 
 
+LAYOUT = Layout.of("172.30.0.0/16")
+
+
 @pytest.fixture
 def rendered(checkout: Checkout) -> tuple[environments.LoadedEnvironment, Plan, str]:
+    """The plan as a deploy holds it: the proxy and the hub at their network's addresses."""
     env = environments.load(checkout.root, "local")
     out = render(checkout.root, env, REVS)
-    return env, out.plan, (out.directory / "jupyterhub_config.py").read_text()
+    plan = pinned(out.plan, LAYOUT)
+    return env, plan, (out.directory / "jupyterhub_config.py").read_text()
 
 
 def deployed(
@@ -92,6 +100,7 @@ def deployed(
     host.files[_config_path(env.settings)] = config
     host.images = [{"Id": f"sha256:{n}", "RepoTags": [ref]} for n, ref in enumerate(plan.images)]
     snap = take_snapshot(host, plan, env.settings, host)  # type: ignore[arg-type]
+    specs = [*plan.containers, _firewall_spec(plan, env.settings, LAYOUT)]
     host.containers = [
         {
             "Name": f"/{spec.name}",
@@ -105,7 +114,7 @@ def deployed(
                 },
             },
         }
-        for spec in plan.containers
+        for spec in specs
     ]
 
 
@@ -114,7 +123,7 @@ def test_nothing_changed_means_nothing_to_do(rendered: tuple) -> None:  # type: 
     host = ScriptedHost()
     deployed(host, plan, env, config)
     changes = find_changes(
-        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings, host)
+        host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings, host), LAYOUT
     )  # type: ignore[arg-type]
     assert changes.nothing, changes.lines()
     assert not interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]

@@ -247,3 +247,30 @@ def test_pushed_images_are_deployed_by_digest(checkout: Checkout, hub_secrets: P
     config = load_hub_config(out.directory / "jupyterhub_config.py")
     assert set(config.DockerSpawner.allowed_images.values()) <= by_digest
     assert config.DockerSpawner.image in by_digest
+
+
+def test_every_expression_in_a_template_goes_through_a_placing_filter() -> None:
+    """A template expression without py, py_args, ident or comment is a render error, so no
+    value reaches the file unchecked, comments included."""
+    from hubops.render import _environment
+
+    env = _environment()
+    with pytest.raises(TypeError, match="without a filter that places it"):
+        env.from_string("# {{ name }}\n").render(name="lab")
+    assert env.from_string("# {{ name | comment }}\n").render(name="lab") == "# lab\n"
+
+
+@pytest.mark.parametrize("value", ["lab\nimport os", "lab\rx", "a\x00b", 3])
+def test_the_comment_filter_refuses_what_could_end_the_comment(value: Any) -> None:
+    from hubops.render import comment_filter
+
+    with pytest.raises(TypeError, match="cannot place"):
+        comment_filter(value)
+
+
+@pytest.mark.parametrize("value", ["os.system('x')", "a b", "c\nd", ""])
+def test_the_ident_filter_takes_python_names_only(value: str) -> None:
+    from hubops.render import ident_filter
+
+    with pytest.raises(TypeError, match="as a Python name"):
+        ident_filter(value)
