@@ -25,8 +25,8 @@ from hubops.deploy import (
     interrupted,
     take_snapshot,
 )
-from hubops.hosts import Result
 from hubops.firewall import Layout
+from hubops.hosts import Result
 from hubops.lock import Lock
 from hubops.network import pinned
 from hubops.plan import Plan
