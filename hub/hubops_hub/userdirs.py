@@ -35,16 +35,29 @@ def make_user_dir(root: str, prefix: str, name: str, uid: int, gid: int) -> str:
     """Create ``<root>/<prefix><escaped name>`` owned by uid:gid (mode 0750), if missing.
 
     Docker would create a missing bind-mount source owned by root, which the container's
-    non-root user cannot write. An existing directory keeps its content and owner.
+    non-root user cannot write. An existing directory keeps its content; one that belongs to
+    someone else (a per-user uid, before the environment went back to the shared uid) is
+    handed back to uid:gid.
     """
     path = user_dir(root, prefix, name)
     try:
         os.mkdir(path, 0o750)
     except FileExistsError:
+        st = os.stat(path)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            hand_over(path, uid, gid, 0o750)
         return path
     os.chown(path, uid, gid)
     os.chmod(path, 0o750)
     return path
+
+
+def hand_over(path: str, uid: int, gid: int, mode: int) -> None:
+    """Give a user's directory and everything in it to uid:gid; the top gets ``mode``."""
+    os.chmod(path, mode)
+    for top, dirs, files in os.walk(path):
+        for entry in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.lchown(entry, uid, gid)
 
 
 PER_USER_SPAN = 65536  # uids hubops hands out from singleuser.per_user_uid_start on
@@ -87,10 +100,7 @@ def per_user_dir(root: str, prefix: str, name: str, start: int) -> tuple[str, in
         raise RuntimeError(f"all {PER_USER_SPAN} per-user uids from {start} on are taken")
     if owner is None:
         os.mkdir(path, 0o700)
-    os.chmod(path, 0o700)
-    for top, dirs, files in os.walk(path):
-        for entry in [top, *(os.path.join(top, n) for n in dirs + files)]:
-            os.lchown(entry, uid, uid)
+    hand_over(path, uid, uid, 0o700)
     return path, uid
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.support.hub import HubClient
+from tests.support.net import drop_firewall_rules
 
 HOST_DIRS = [Path("/etc/jupyterhub"), Path("/srv/jupyterhub"), Path("/srv/jupyterhub-users")]
 SECRETS = REPO_ROOT / "config" / "secrets" / "local.yaml"
@@ -37,6 +38,7 @@ def clean_local(docker_client: docker.DockerClient, built: object) -> Iterator[N
     for network in docker_client.networks.list(names=["hubops-local"]):
         if network.name == "hubops-local":
             network.remove()
+    drop_firewall_rules("local")
     for path in HOST_DIRS:
         shutil.rmtree(path, ignore_errors=True)
     SECRETS.unlink(missing_ok=True)

@@ -56,7 +56,7 @@ def test_make_user_dir_sets_owner_and_keeps_an_existing_dir(tmp_path: Path) -> N
     (path / "work.ipynb").write_text("{}")
     again = make_user_dir(str(tmp_path), "jupyterhub-user-", "a.b", uid, gid)
     assert Path(again) == path
-    assert (path / "work.ipynb").read_text() == "{}", "an existing directory is left alone"
+    assert (path / "work.ipynb").read_text() == "{}", "an existing directory keeps its content"
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,29 @@ def test_make_user_dir_sets_owner_and_keeps_an_existing_dir(tmp_path: Path) -> N
 def test_empty_or_control_names_are_refused(tmp_path: Path, name: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         make_user_dir(str(tmp_path), "p-", name, 0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing directories to other uids needs root")
+def test_per_user_uids_are_handed_out_once_and_kept(tmp_path: Path) -> None:
+    from hubops_hub.userdirs import per_user_dir
+
+    root, prefix, start = str(tmp_path), "jupyterhub-user-", 300000
+    a, uid_a = per_user_dir(root, prefix, "alice", start)
+    b, uid_b = per_user_dir(root, prefix, "bob", start)
+    assert (uid_a, uid_b) == (start, start + 1)
+    for path, uid in ((a, uid_a), (b, uid_b)):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, uid, 0o700)
+    assert per_user_dir(root, prefix, "alice", start) == (a, uid_a), "the owner is the record"
+    # a directory from the shared uid is taken over, its content included
+    shared = Path(make_user_dir(root, prefix, "carol", 1000, 100))
+    (shared / "notes.txt").write_text("mine")
+    os.chown(shared / "notes.txt", 1000, 100)
+    c, uid_c = per_user_dir(root, prefix, "carol", start)
+    assert uid_c == start + 2
+    assert os.stat(Path(c) / "notes.txt").st_uid == uid_c
+    # and back to the shared uid when the environment goes back
+    make_user_dir(root, prefix, "carol", 1000, 100)
+    st = os.stat(Path(c) / "notes.txt")
+    assert (st.st_uid, st.st_gid) == (1000, 100)
+    assert os.stat(c).st_mode & 0o777 == 0o750

@@ -21,7 +21,7 @@ from hubops.render import render
 from hubops.target import image_fetcher, open_host
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.hub import HubClient
-from tests.support.net import free_port
+from tests.support.net import drop_firewall_rules, free_port
 
 SHARED_PASSWORD = "shared-pass-for-tests"
 ADMIN_PASSWORD = "admin-pass-for-tests-0123456789abcdef"
@@ -117,6 +117,7 @@ def tear_down(d: Deployment) -> None:
     for network in d.client.networks.list(names=[f"hubops-{d.name}"]):
         if network.name == f"hubops-{d.name}":
             network.remove()
+    drop_firewall_rules(d.name)
     shutil.rmtree(d.root, ignore_errors=True)
 
 

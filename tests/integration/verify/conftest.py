@@ -36,7 +36,7 @@ from hubops.target import image_fetcher, open_host
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.hub import HubClient
 from tests.support.labhost import LabHost
-from tests.support.net import free_port
+from tests.support.net import drop_firewall_rules, free_port
 from tests.support.oauth_provider import Provider, ProviderUser, running_provider
 from tests.support.tls import write_cert
 from tests.support.wait import wait_for
@@ -226,7 +226,7 @@ def target(
             f"tls:\n  enabled: true\n  cert: {cert}\n  key: {key}\n"
             "auth:\n  type: gitlab\n  client_id: x\n  gitlab_url: http://x\n"
             "  allowed_users: [x]\n"
-            "singleuser:\n  image: base\n  mem_limit: 1G\n  cpu_limit: 0.5\n"
+            "singleuser:\n  image: base\n  mem_limit: 1G\n  cpu_limit: 0.5\n  pids_limit: 256\n"
             "gpu:\n  policy: all\n"
             "culling:\n  enabled: false\n"
             f"paths:\n  config_dir: {root}/etc\n  data_dir: {root}/srv\n"
@@ -258,6 +258,7 @@ def target(
                 container.remove(force=True)
             for network in lab.client.networks.list(names=[f"hubops-{name}"]):
                 network.remove()
+            drop_firewall_rules(name)
             shutil.rmtree(root / "users", ignore_errors=True)
 
 

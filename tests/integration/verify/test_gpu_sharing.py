@@ -192,7 +192,13 @@ def test_the_empty_pool_message_reaches_the_browser(target: Target, alice: Logge
 def test_allocation_survives_a_hub_restart(target: Target, alice: LoggedIn) -> None:
     before = holdings(target)
     target.configure(
-        singleuser={"image": "base", "mem_limit": "1G", "cpu_limit": 0.5, "start_timeout": 125}
+        singleuser={
+            "image": "base",
+            "mem_limit": "1G",
+            "cpu_limit": 0.5,
+            "pids_limit": 256,
+            "start_timeout": 125,
+        }
     )
     after = holdings(target)
     assert after == before, f"the new hub must not forget holdings: {before} -> {after}"

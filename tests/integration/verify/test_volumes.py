@@ -87,3 +87,43 @@ def test_the_shared_data_directory_is_read_only(target: Target, alice: LoggedIn)
     write = target.in_container(alice.container, f"touch {mount}/new-file")
     assert write.rc != 0, "a user could write to the shared data directory"
     assert "Read-only file system" in write.stderr, write.stderr
+
+
+def test_per_user_uids_keep_each_users_files_to_themselves(
+    target: Target, alice: LoggedIn, provider_session: object
+) -> None:
+    """singleuser.host_uids: per-user. carol's new directory and alice's existing one each get
+    a uid of their own (0700), the servers run as those uids with HOME in the directory; back
+    to shared, alice's directory is handed back to the shared uid."""
+    from tests.integration.verify.conftest import _login_and_spawn
+
+    start = target.env.settings.singleuser.per_user_uid_start
+    alice.client.stop_server("alice")
+    target.configure(singleuser__host_uids="per-user")
+    try:
+        carol = _login_and_spawn(target, "carol")
+        alice.client.start_server("alice")
+        owners = {}
+        for user in (alice, carol):
+            d = target.host.file(user_dir(target, user.name))
+            assert d.uid == d.gid, f"{d.path}: {d.uid}:{d.gid}, not a private group"
+            assert start <= d.uid < start + 65536, f"{d.path}: uid {d.uid}"
+            assert d.mode == 0o700, f"{d.path} has mode {oct(d.mode)}"
+            ids = target.in_container(user.container, "id -u; id -g; echo $HOME").stdout.split()
+            assert ids == [str(d.uid), str(d.uid), "/home/jovyan/work"], ids
+            owners[user.name] = d.uid
+        assert owners["alice"] != owners["carol"], owners
+        assert get(alice, "results.txt") == "epoch 1: loss 0.3\n", "alice keeps her files"
+        put(carol, "thesis.tex", "draft")
+        f = target.host.file(f"{user_dir(target, 'carol')}/thesis.tex")
+        assert f.uid == owners["carol"]
+        pip = target.in_container(carol.container, "python3 -m pip --version && touch ~/.probe")
+        assert pip.rc == 0, f"HOME is writable for carol's uid: {pip.stderr}"
+        carol.client.stop_server("carol")
+    finally:
+        alice.client.stop_server("alice")
+        target.configure(singleuser__host_uids=None)
+        alice.client.start_server("alice")
+    d = target.host.file(user_dir(target, "alice"))
+    assert (d.uid, d.gid, d.mode) == (1000, 100, 0o750), "back to the shared uid"
+    assert get(alice, "results.txt") == "epoch 1: loss 0.3\n"
