@@ -90,21 +90,20 @@ def test_the_shared_data_directory_is_read_only(target: Target, alice: LoggedIn)
 
 
 def test_per_user_uids_keep_each_users_files_to_themselves(
-    target: Target, alice: LoggedIn, provider_session: object
+    target: Target, alice: LoggedIn, bob: LoggedIn
 ) -> None:
-    """singleuser.host_uids: per-user. carol's new directory and alice's existing one each get
-    a uid of their own (0700), the servers run as those uids with HOME in the directory; back
-    to shared, alice's directory is handed back to the shared uid."""
-    from tests.integration.verify.conftest import _login_and_spawn
-
+    """singleuser.host_uids: per-user. alice's and bob's existing directories each get a uid
+    of their own (0700), their servers run as those uids with HOME in the directory; back to
+    shared, the directories are handed back to the shared uid."""
     start = target.env.settings.singleuser.per_user_uid_start
-    alice.client.stop_server("alice")
+    for user in (alice, bob):
+        user.client.stop_server(user.name)
     target.configure(singleuser__host_uids="per-user")
     try:
-        carol = _login_and_spawn(target, "carol")
-        alice.client.start_server("alice")
+        for user in (alice, bob):
+            user.client.start_server(user.name)
         owners = {}
-        for user in (alice, carol):
+        for user in (alice, bob):
             d = target.host.file(user_dir(target, user.name))
             assert d.uid == d.gid, f"{d.path}: {d.uid}:{d.gid}, not a private group"
             assert start <= d.uid < start + 65536, f"{d.path}: uid {d.uid}"
@@ -112,18 +111,22 @@ def test_per_user_uids_keep_each_users_files_to_themselves(
             ids = target.in_container(user.container, "id -u; id -g; echo $HOME").stdout.split()
             assert ids == [str(d.uid), str(d.uid), "/home/jovyan/work"], ids
             owners[user.name] = d.uid
-        assert owners["alice"] != owners["carol"], owners
+        assert owners["alice"] != owners["bob"], owners
         assert get(alice, "results.txt") == "epoch 1: loss 0.3\n", "alice keeps her files"
-        put(carol, "thesis.tex", "draft")
-        f = target.host.file(f"{user_dir(target, 'carol')}/thesis.tex")
-        assert f.uid == owners["carol"]
-        pip = target.in_container(carol.container, "python3 -m pip --version && touch ~/.probe")
-        assert pip.rc == 0, f"HOME is writable for carol's uid: {pip.stderr}"
-        carol.client.stop_server("carol")
+        f = target.host.file(f"{user_dir(target, 'alice')}/results.txt")
+        assert f.uid == owners["alice"], "her files came with her directory"
+        put(bob, "thesis.tex", "draft")
+        f = target.host.file(f"{user_dir(target, 'bob')}/thesis.tex")
+        assert f.uid == owners["bob"]
+        home = target.in_container(bob.container, "touch ~/.probe && ls -A ~")
+        assert home.rc == 0, f"HOME is writable for bob's uid: {home.stderr}"
     finally:
-        alice.client.stop_server("alice")
+        for user in (alice, bob):
+            user.client.stop_server(user.name)
         target.configure(singleuser__host_uids=None)
-        alice.client.start_server("alice")
-    d = target.host.file(user_dir(target, "alice"))
-    assert (d.uid, d.gid, d.mode) == (1000, 100, 0o750), "back to the shared uid"
+        for user in (alice, bob):
+            user.client.start_server(user.name)
+    for name in ("alice", "bob"):
+        d = target.host.file(user_dir(target, name))
+        assert (d.uid, d.gid, d.mode) == (1000, 100, 0o750), f"{name}: back to the shared uid"
     assert get(alice, "results.txt") == "epoch 1: loss 0.3\n"
