@@ -27,9 +27,9 @@ from tests.support.labhost import LabHost, used_networks
 from tests.support.wait import wait_for
 
 PROBE = """
-import json, socket, sys
+import base64, json, socket, sys
 out = {}
-for label, host, port in json.loads(sys.argv[1]):
+for label, host, port in json.loads(base64.b64decode(sys.argv[1])):
     s = socket.socket()
     s.settimeout(2.5)
     try:
@@ -50,7 +50,8 @@ print(json.dumps(out))
 def probe(target: Target, container: str, tries: dict[str, tuple[str, int]]) -> dict[str, str]:
     """label -> open, blocked (dropped: no answer), refused or error, from ``container``."""
     code = base64.b64encode(PROBE.encode()).decode()
-    args = json.dumps([[label, host, port] for label, (host, port) in tries.items()])
+    listed = [[label, host, port] for label, (host, port) in tries.items()]
+    args = base64.b64encode(json.dumps(listed).encode()).decode()
     result = target.in_container(
         container,
         f"python3 -c \"import base64; exec(base64.b64decode('{code}'))\" '{args}'",
