@@ -17,7 +17,7 @@ from cryptography import x509
 from hubops_hub.labels import LABEL_CUDA
 from hubops_hub.oidc import discovery_url
 
-from hubops import dockerhost, lock, network, tls
+from hubops import dockerhost, firewall, lock, network, tls
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
 from hubops.plan import OAUTH_CA_FILE, Plan
@@ -158,6 +158,50 @@ def check_network(ctx: Context) -> list[Check]:
             )
         ]
     return [Check("network", "ok", "the hub and the proxy resolve each other (or do not run)")]
+
+
+def check_isolation(ctx: Context) -> list[Check]:
+    """The firewall that keeps user servers apart (hubops.firewall): its container applied
+    the rules, on an engine where it can."""
+    env = ctx.plan.environment
+    if not ctx.settings.network.isolation:
+        return [
+            Check(
+                "isolation",
+                "warn",
+                "network.isolation is false: every user server reaches every other one, the "
+                "proxy's API and the host's ports",
+                "set network.isolation: true unless the engine is rootless or user-namespaced",
+            )
+        ]
+    security = ctx.host.run("docker info --format '{{json .SecurityOptions}}'", check=False)
+    if "rootless" in security.stdout or "userns" in security.stdout:
+        return [
+            Check(
+                "isolation",
+                "fail",
+                "the engine is rootless or remaps user namespaces: hubops' firewall cannot "
+                "set the host's iptables rules",
+                "set network.isolation: false, and keep user servers apart on this host by "
+                "other means",
+            )
+        ]
+    name = firewall.name(env)
+    found = dockerhost.inspect(ctx.host, "container", name)
+    if found is None:
+        return [Check("isolation", "warn", f"no {name} yet", f"invoke deploy --env {env}")]
+    log = dockerhost.logs(ctx.host, name, lines=200)
+    if not dockerhost.is_running(found) or firewall.APPLIED not in log:
+        return [
+            Check(
+                "isolation",
+                "fail",
+                f"{name} does not keep the rules: {log.strip()[-200:] or 'not running'}",
+                f"docker logs {name}; then invoke deploy --env {env}",
+            )
+        ]
+    egress = ctx.settings.network.egress
+    return [Check("isolation", "ok", f"{name} keeps the rules (egress: {egress})")]
 
 
 def check_disk(ctx: Context) -> list[Check]:
@@ -518,6 +562,7 @@ CHECKS: list[Callable[[Context], list[Check]]] = [
     check_docker,
     check_images,
     check_network,
+    check_isolation,
     check_lock,
     check_disk,
     check_ports,

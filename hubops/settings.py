@@ -859,10 +859,10 @@ class Environment(Section):
             and not ip_address(self.hub.bind_address).is_loopback
         ):
             raise RuleError(
-                ("auth", "type"),
-                f"got 'shared-password' with hub.bind_address {self.hub.bind_address} and no "
-                "TLS: anyone on the network who learns the one password logs in as any user, "
-                "and it travels in clear text; log in through gitlab, github or oidc, or set "
+                ("hub", "bind_address"),
+                f"got {self.hub.bind_address!r} with auth.type shared-password and no TLS: "
+                "anyone on the network who learns the one password logs in as any user, and "
+                "it travels in clear text; log in through gitlab, github or oidc, or keep "
                 "hub.bind_address: 127.0.0.1 (reach it over an SSH tunnel), or turn on tls",
             )
         return self

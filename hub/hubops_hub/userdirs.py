@@ -95,13 +95,13 @@ def per_user_dir(root: str, prefix: str, name: str, start: int) -> tuple[str, in
                 uid = entry.stat(follow_symlinks=False).st_uid
                 if uid in span:
                     taken.add(uid)
-    uid = next((u for u in span if u not in taken), None)
-    if uid is None:
+    free = next((u for u in span if u not in taken), None)
+    if free is None:
         raise RuntimeError(f"all {PER_USER_SPAN} per-user uids from {start} on are taken")
     if owner is None:
         os.mkdir(path, 0o700)
-    hand_over(path, uid, uid, 0o700)
-    return path, uid
+    hand_over(path, free, free, 0o700)
+    return path, free
 
 
 def pre_spawn_hook(

@@ -333,3 +333,98 @@ def test_a_good_issuer_passes_strict_check_and_shows_the_endpoints(
     assert result.returncode == 0, result.stderr
     assert f"userdata_url {issuer}/userinfo" in result.stdout, result.stdout
     assert "scopes openid profile email groups" in result.stdout, "groups are used in lab"
+
+
+UNSAFE = [
+    (
+        "shared password in the open",
+        "hub:\n  bind_address: 0.0.0.0\n",
+        ("hub.bind_address", "'0.0.0.0'", "shared-password", "no TLS", "gitlab, github or oidc"),
+    ),
+    ("data dir is the root", "paths:\n  data_dir: /\n", ("paths.data_dir", "got '/'", "root")),
+    (
+        "user data in the engine's state",
+        "paths:\n  user_data_dir: /var/lib/docker/users\n",
+        ("paths.user_data_dir", "inside /var/lib/docker", "a directory of its own"),
+    ),
+    (
+        "a system directory as shared data",
+        "paths:\n  shared_data_dir: /etc\n",
+        ("paths.shared_data_dir", "got '/etc'", "system directory"),
+    ),
+    (
+        "user data inside the hub's state",
+        "paths:\n  user_data_dir: /srv/jupyterhub/users\n",
+        ("paths.user_data_dir", "'/srv/jupyterhub/users'", "inside paths.data_dir"),
+    ),
+    (
+        "a malformed GPU ID",
+        "gpu:\n  policy: exclusive\n  pool: [0, gpu7]\n",
+        ("gpu.pool.1", "got 'gpu7'", "GPU index", "MIG-"),
+    ),
+    (
+        "no image at all",
+        "singleuser:\n  image: null\n  images: {}\n",
+        ("singleuser", "singleuser.images is empty", "at least one image"),
+    ),
+    (
+        "an SSH user that is an option",
+        "ssh:\n  host: gpu01.lab.example.org\n  user: -oProxyCommand=touch /tmp/x\n",
+        ("ssh.user", "-oProxyCommand", "not starting with '-'"),
+    ),
+    (
+        "an SSH host that is an option",
+        "ssh:\n  host: -oProxyCommand=touch /tmp/x\n",
+        ("ssh.host", "-oProxyCommand", "not starting with '-'"),
+    ),
+    (
+        "a subnet with host bits",
+        "network:\n  subnet: 10.1.2.3/24\n",
+        ("network.subnet", "'10.1.2.3/24'", "no host bits"),
+    ),
+    (
+        "a subnet too small",
+        "network:\n  subnet: 10.1.2.0/28\n",
+        ("network.subnet", "'10.1.2.0/28'", "/8 to /24"),
+    ),
+    (
+        "an egress exception that is no network",
+        "network:\n  egress_allow: [pypi-mirror.lab]\n",
+        ("network.egress_allow.0", "'pypi-mirror.lab'", "CIDR"),
+    ),
+    (
+        "egress rules without isolation",
+        "network:\n  isolation: false\n  egress: none\n",
+        ("network.egress", "'none'", "network.isolation: true"),
+    ),
+    (
+        "no PID limit to speak of",
+        "singleuser:\n  pids_limit: 10\n",
+        ("singleuser.pids_limit", "got 10", "greater than or equal to 64"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expect"), UNSAFE, ids=[c[0] for c in UNSAFE])
+def test_unsafe_settings_are_one_clear_line(
+    checkout: Checkout, case: str, text: str, expect: tuple[str, ...]
+) -> None:
+    checkout.write_env("bad", "extends: local.yaml\n" + text)
+    result = run_invoke(checkout, "check", "--env", "bad")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, f"{case}: exit {result.returncode}: {result.stderr}"
+    assert len(lines) == 1, f"{case}: expected one line: {lines}"
+    assert "config/environments/bad.yaml" in lines[0], lines[0]
+    for part in expect:
+        assert part in lines[0], f"{part!r} is not in the message: {lines[0]}"
+
+
+def test_an_environment_name_that_could_break_a_file_is_one_line(checkout: Checkout) -> None:
+    (checkout.root / "config" / "environments" / "my lab.yaml").write_text("extends: local.yaml\n")
+    result = run_invoke(checkout, "render", "--env", "my lab")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, lines
+    assert "'my lab'" in lines[0], lines[0]
+    assert "letters, digits, '-' and '_'" in lines[0], lines[0]
+    assert not (checkout.root / "build").exists(), "nothing was rendered"

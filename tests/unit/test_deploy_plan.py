@@ -271,3 +271,20 @@ def test_an_unhealthy_new_hub_puts_everything_back(tmp_path: Path) -> None:
     assert "restored-files" in log
     assert "c-hub" in containers, "the previous hub is back under its name"
     assert "c-hub-failed" in containers, "the failed one is kept, stopped, for its log"
+
+
+def test_a_rules_change_alone_leaves_the_hub_and_proxy_running(
+    rendered: tuple,  # type: ignore[type-arg]
+    checkout: Checkout,
+) -> None:
+    env, plan, config = rendered
+    host = ScriptedHost()
+    deployed(host, plan, env, config)
+    checkout.write_env("local2", "extends: local.yaml\nnetwork:\n  egress: none\n")
+    changed = environments.load(checkout.root, "local2").settings
+    changes = find_changes(
+        host, plan, changed, config, {}, take_snapshot(host, plan, changed, host), LAYOUT
+    )  # type: ignore[arg-type]
+    assert changes.firewall == "apply the changed rules", changes.lines()
+    assert changes.only_firewall, changes.lines()
+    assert changes.containers == {}, "the hub and the proxy stay"

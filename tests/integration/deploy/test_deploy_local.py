@@ -13,8 +13,16 @@ import requests
 from hubops import backup as backups
 from hubops.deploy import find_changes
 from hubops.errors import DeployError
+from hubops.firewall import Layout
 from hubops.hosts import LocalHost
-from tests.integration.deploy.conftest import ADMIN_PASSWORD, SHARED_PASSWORD, Deployment
+from tests.conftest import Checkout
+from tests.integration.deploy.conftest import (
+    ADMIN_PASSWORD,
+    SHARED_PASSWORD,
+    Deployment,
+    make_deployment,
+    tear_down,
+)
 from tests.support.hub import HubClient
 
 
@@ -36,7 +44,7 @@ def test_first_deploy_brings_up_a_healthy_hub(local_deployment: Deployment) -> N
     result = d.deploy()
     assert health(d) == 200, "the public URL must serve /hub/health"
     names = set(d.containers())
-    assert names == {f"hubops-{d.name}-proxy", f"hubops-{d.name}-hub"}, names
+    assert names == {f"hubops-{d.name}-{r}" for r in ("proxy", "hub", "firewall")}, names
     assert (d.root / "etc/jupyterhub_config.py").is_file(), "the config is on the host"
     token = d.root / "srv/secrets/proxy_token"
     st = token.stat()
@@ -199,3 +207,45 @@ def test_backup_and_restore_round_trip(local_deployment: Deployment) -> None:
     assert admin.api("GET", "users/alice").status_code == 200, "alice came before it"
     with pytest.raises(backups.BackupError, match="no backup 'nope'"):
         backups.restore_files(host, d.env.settings, "nope")
+
+
+def test_a_network_from_an_older_hubops_gets_the_layout_and_keeps_its_servers(
+    module_checkout: Checkout,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    built: dict[str, object],
+) -> None:
+    """An older hubops made the network without a fixed layout; a server runs on it. The
+    deploy remakes the network with the layout (same subnet) and connects the server back at
+    its address: it keeps running, and the firewall names the new hub's fixed address."""
+    d = make_deployment(module_checkout, tmp_path_factory.mktemp("old-net"), docker_client)
+    try:
+        net = docker_client.networks.create(
+            f"hubops-{d.name}", labels={"org.hubops.environment": d.name}
+        )
+        image = next(iter(d.rendered()[0].images[2:]))
+        server = docker_client.containers.run(
+            image,
+            ["sleep", "infinity"],
+            name=f"hubops-{d.name}-user-old",
+            network=net.name,
+            detach=True,
+            labels={"org.hubops.environment": d.name, "org.hubops.role": "user"},
+        )
+        server.reload()
+        before = server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+        result = d.deploy()
+        assert any("with the hubops address layout" in line for line in result.done), result.done
+        net.reload()
+        ipam = net.attrs["IPAM"]["Config"][0]
+        assert ipam["IPRange"], f"no user range: {ipam}"
+        server.reload()
+        assert server.status == "running", "the server kept running"
+        after = server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+        assert after == before, f"{before} -> {after}"
+        hub = d.containers()[f"hubops-{d.name}-hub"]
+        hub_ip = hub.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+        assert hub_ip == str(Layout.of(ipam["Subnet"]).hub)
+        assert health(d) == 200
+    finally:
+        tear_down(d)

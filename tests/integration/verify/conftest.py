@@ -63,6 +63,8 @@ class LoginReport:
 
 
 REPORT_KEY = pytest.StashKey[LoginReport]()
+# what a user server reaches: path -> (without isolation, with it); printed in the summary
+REACH_KEY = pytest.StashKey[dict[str, tuple[str, str]]]()
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +73,11 @@ def login_report(request: pytest.FixtureRequest) -> LoginReport:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reach = terminalreporter.config.stash.get(REACH_KEY, None)
+    if reach:
+        terminalreporter.section("what a user server reaches (network.isolation false -> true)")
+        for path, (before, after) in reach.items():
+            terminalreporter.write_line(f"{path:45} {before:8} -> {after}")
     report = terminalreporter.config.stash.get(REPORT_KEY, None)
     if report is None:
         return

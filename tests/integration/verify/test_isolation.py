@@ -22,7 +22,7 @@ import pytest
 
 from hubops.firewall import Layout
 from hubops.plan import HUB_PORT, PROXY_API_PORT, PROXY_PORT, USER_PORT
-from tests.integration.verify.conftest import LoggedIn, Target
+from tests.integration.verify.conftest import REACH_KEY, LoggedIn, Target
 from tests.support.labhost import LabHost, used_networks
 from tests.support.wait import wait_for
 
@@ -113,12 +113,10 @@ def test_addresses_follow_the_layout(
         assert ip in lay.user_range, f"{user.container} has {ip}, outside {lay.user_range}"
 
 
-def test_a_user_server_reaches_the_hub_and_nothing_else_on_its_network(
-    target: Target, simulated: None, alice: LoggedIn, bob: LoggedIn
-) -> None:
-    bob_ip = address(target, bob.container)
-    hub, proxy = target.container("hub"), target.container("proxy")
-    # bob runs something of his own without auth, as students do (TensorBoard, http.server)
+def serve_as_bob(target: Target, bob: LoggedIn) -> None:
+    """bob runs something of his own without auth, as students do (TensorBoard, http.server)."""
+    if probe(target, bob.container, {"own": ("127.0.0.1", 9000)})["own"] == "open":
+        return
     target.host.check_output(
         f"docker exec -d {bob.container} python3 -m http.server 9000 --bind 0.0.0.0"
     )
@@ -127,6 +125,14 @@ def test_a_user_server_reaches_the_hub_and_nothing_else_on_its_network(
         20,
         "bob's own http.server",
     )
+
+
+def test_a_user_server_reaches_the_hub_and_nothing_else_on_its_network(
+    target: Target, simulated: None, alice: LoggedIn, bob: LoggedIn
+) -> None:
+    bob_ip = address(target, bob.container)
+    hub, proxy = target.container("hub"), target.container("proxy")
+    serve_as_bob(target, bob)
     tries = {
         "hub API": (hub, HUB_PORT),
         "proxy public port": (proxy, PROXY_PORT),
@@ -243,6 +249,50 @@ def test_egress_follows_the_setting(
         assert alice.client.lab_status("alice") == 200, "alice's server still serves her"
     finally:
         target.configure(network=None)
+
+
+def test_what_a_user_server_reaches_without_and_with_isolation(
+    target: Target,
+    simulated: None,
+    alice: LoggedIn,
+    bob: LoggedIn,
+    lab: LabHost,
+    outside: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Every path at once, with network.isolation false (Docker's defaults: the deploy removes
+    the firewall and its rules) and back on; the table is in the test summary."""
+    serve_as_bob(target, bob)
+    bob_ip = address(target, bob.container)
+    hub, proxy = target.container("hub"), target.container("proxy")
+    assert target.provider is not None
+    provider = target.provider.gitlab_url.split("://")[1].split("/")[0].split(":")
+    gw = str(layout(target).gateway)
+    with listener(gw) as port_gw, listener(lab.gateway_ip) as port_bridge:
+        tries = {
+            "the hub's API (hub:8081)": (hub, HUB_PORT),
+            "the public hub (proxy:8000)": (proxy, PROXY_PORT),
+            "the proxy's API (proxy:8001)": (proxy, PROXY_API_PORT),
+            "another user's server (bob:8888)": (bob_ip, USER_PORT),
+            "another user's own service (bob:9000)": (bob_ip, 9000),
+            "a host port on the env network's gateway": (gw, port_gw),
+            "a host port on the engine's bridge": (lab.gateway_ip, port_bridge),
+            "a host service (the OAuth provider)": (provider[0], int(provider[1])),
+            "the internet (stand-in, 198.18/15)": (outside["internet"], 8080),
+            "the lab's LAN (stand-in, private)": (outside["lan"], 8080),
+        }
+        try:
+            target.configure(network={"isolation": False})
+            before = probe(target, alice.container, tries)
+        finally:
+            target.configure(network=None)
+        after = probe(target, alice.container, tries)
+    request.config.stash[REACH_KEY] = {k: (before[k], after[k]) for k in tries}
+    assert set(before.values()) == {"open"}, f"Docker's defaults: {before}"
+    allowed = {"the hub's API (hub:8081)", "the public hub (proxy:8000)"}
+    allowed.add("the internet (stand-in, 198.18/15)")
+    assert {k for k, v in after.items() if v == "open"} == allowed, after
+    assert {v for k, v in after.items() if k not in allowed} == {"blocked"}, after
 
 
 def test_the_firewall_puts_back_rules_removed_from_outside(
