@@ -420,7 +420,7 @@ def _deploy(
         broken = network.resolution_problem(host, plan, both=False)
         if broken:
             progress(f"repairing the network: {broken}")
-            recovered += network.repair(host, plan)
+            recovered += network.repair(host, plan)[1]
     problem = _tls_problem(settings, snap, host) or _disk_problem(files, settings)
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")

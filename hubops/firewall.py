@@ -48,31 +48,31 @@ APPLIED = "hubops-firewall: rules applied"
 
 @dataclass(frozen=True)
 class Layout:
-    """The addresses of one environment's network."""
+    """The addresses of one environment's network: the gateway is its first address, user
+    servers get theirs from its upper half, the proxy and the hub have fixed ones in its lower
+    half (its 2nd and 3rd, unless a network of an older hubops had others taken)."""
 
     subnet: IPv4Network
+    proxy: IPv4Address
+    hub: IPv4Address
 
     @property
     def gateway(self) -> IPv4Address:
         return self.subnet.network_address + 1
 
     @property
-    def proxy(self) -> IPv4Address:
-        return self.subnet.network_address + 2
-
-    @property
-    def hub(self) -> IPv4Address:
-        return self.subnet.network_address + 3
-
-    @property
     def user_range(self) -> IPv4Network:
         return list(self.subnet.subnets(prefixlen_diff=1))[1]
 
     @classmethod
-    def of(cls, subnet: str) -> Layout:
+    def of(cls, subnet: str, proxy: str | None = None, hub: str | None = None) -> Layout:
         net = ip_network(subnet)
         assert isinstance(net, IPv4Network)
-        return cls(net)
+        return cls(
+            net,
+            IPv4Address(proxy) if proxy else net.network_address + 2,
+            IPv4Address(hub) if hub else net.network_address + 3,
+        )
 
 
 def chain(environment: str) -> str:

@@ -16,10 +16,12 @@ address) stay right.
 
 from __future__ import annotations
 
+import itertools
 import json
+from ipaddress import ip_address
 from typing import Any
 
-from hubops_hub.labels import LABEL_ENV
+from hubops_hub.labels import LABEL_ADDRESS_HUB, LABEL_ADDRESS_PROXY, LABEL_ENV
 
 from hubops import dockerhost
 from hubops.errors import DeployError
@@ -60,9 +62,9 @@ def resolution_problem(host: Host, plan: Plan, both: bool = True) -> str | None:
     return None
 
 
-def create(host: Host, plan: Plan, subnet: str) -> None:
-    """The environment's bridge network at ``subnet``, with the hubops layout."""
-    layout = Layout.of(subnet)
+def create(host: Host, plan: Plan, layout: Layout) -> None:
+    """The environment's bridge network with ``layout``: its subnet, the user servers' range,
+    and the proxy's and hub's addresses (in labels, read back by layout())."""
     host.run(
         quote(
             "docker",
@@ -78,6 +80,10 @@ def create(host: Host, plan: Plan, subnet: str) -> None:
             str(layout.user_range),
             "--label",
             f"{LABEL_ENV}={plan.environment}",
+            "--label",
+            f"{LABEL_ADDRESS_PROXY}={layout.proxy}",
+            "--label",
+            f"{LABEL_ADDRESS_HUB}={layout.hub}",
             plan.network,
         )
     )
@@ -88,16 +94,19 @@ def _ipam(found: dict[str, Any]) -> dict[str, str]:
     return dict(configs[0]) if configs else {}
 
 
+def _layout_of(found: dict[str, Any]) -> Layout | None:
+    ipam = _ipam(found)
+    if not ipam.get("IPRange") or not ipam.get("Subnet"):
+        return None
+    labels = found.get("Labels") or {}
+    return Layout.of(ipam["Subnet"], labels.get(LABEL_ADDRESS_PROXY), labels.get(LABEL_ADDRESS_HUB))
+
+
 def layout(host: Host, plan: Plan) -> Layout | None:
     """The layout of the environment's network as it is (None: no network, or one without
     the hubops layout yet)."""
     found = dockerhost.inspect(host, "network", plan.network)
-    if found is None:
-        return None
-    ipam = _ipam(found)
-    if not ipam.get("IPRange") or not ipam.get("Subnet"):
-        return None
-    return Layout.of(ipam["Subnet"])
+    return None if found is None else _layout_of(found)
 
 
 def ensure(host: Host, plan: Plan, wanted: str | None) -> tuple[Layout, list[str]]:
@@ -106,9 +115,9 @@ def ensure(host: Host, plan: Plan, wanted: str | None) -> tuple[Layout, list[str
     layout and what was done."""
     found = dockerhost.inspect(host, "network", plan.network)
     if found is None:
-        subnet = wanted or _free_subnet(host, plan)
-        create(host, plan, subnet)
-        return Layout.of(subnet), [f"network {plan.network} ({subnet})"]
+        made = Layout.of(wanted or _free_subnet(host, plan))
+        create(host, plan, made)
+        return made, [f"network {plan.network} ({made.subnet})"]
     ipam = _ipam(found)
     if wanted and ipam.get("Subnet") != wanted:
         raise DeployError(
@@ -116,10 +125,42 @@ def ensure(host: Host, plan: Plan, wanted: str | None) -> tuple[Layout, list[str
             f"{ipam.get('Subnet')}; a subnet cannot change under running servers: set "
             f"network.subnet: {ipam.get('Subnet')} (or remove it)"
         )
-    if ipam.get("IPRange"):
-        return Layout.of(ipam["Subnet"]), []
-    done = repair(host, plan)
-    return Layout.of(ipam["Subnet"]), [f"{done[0]} with the hubops address layout"]
+    have = _layout_of(found)
+    if have is not None:
+        return have, []
+    return repair(host, plan)
+
+
+def _reserve(found: dict[str, Any], plan: Plan) -> Layout:
+    """Addresses for the proxy and the hub in the lower half of a network made by an older
+    hubops: where they are now, unless another container holds that address (then the first
+    free ones)."""
+    subnet = Layout.of(_ipam(found)["Subnet"]).subnet
+    members = {
+        str(c["Name"]): str(c["IPv4Address"]).split("/")[0]
+        for c in (found.get("Containers") or {}).values()
+    }
+    ours = {c.role: c.name for c in plan.containers}
+    others = {
+        ip for name, ip in members.items() if name.removesuffix("-previous") not in ours.values()
+    }
+    lower = next(iter(subnet.subnets(prefixlen_diff=1)))
+    gateway = subnet.network_address + 1
+    picked: list[str] = []
+    for role in ("proxy", "hub"):
+        now = members.get(ours[role]) or members.get(f"{ours[role]}-previous")
+        candidates = itertools.chain([now] if now else [], (str(a) for a in lower.hosts()))
+        picked.append(
+            next(
+                a
+                for a in candidates
+                if ip_address(a) in lower
+                and ip_address(a) != gateway
+                and a not in others
+                and a not in picked
+            )
+        )
+    return Layout.of(str(subnet), picked[0], picked[1])
 
 
 def _free_subnet(host: Host, plan: Plan) -> str:
@@ -143,23 +184,28 @@ def _free_subnet(host: Host, plan: Plan) -> str:
     return subnet
 
 
-def repair(host: Host, plan: Plan) -> list[str]:
-    """Recreate the network with its subnet, and connect every container back at its address.
-    Returns what was done."""
+def repair(host: Host, plan: Plan) -> tuple[Layout, list[str]]:
+    """Recreate the network with its subnet and layout (one for a network of an older
+    hubops), and connect every container back at its address. Returns the layout and what
+    was done."""
     found = json.loads(
         host.run(quote("docker", "network", "inspect", plan.network), timeout=60).stdout
     )[0]
-    subnet = found["IPAM"]["Config"][0]["Subnet"]
+    kept = _layout_of(found)
+    lay = kept or _reserve(found, plan)
     members = {
         c["Name"]: c["IPv4Address"].split("/")[0] for c in (found.get("Containers") or {}).values()
     }
     for name in members:
         host.run(quote("docker", "network", "disconnect", "--force", plan.network, name))
     host.run(quote("docker", "network", "rm", plan.network))
-    create(host, plan, subnet)
+    create(host, plan, lay)
     for name, ip in sorted(members.items()):
         host.run(quote("docker", "network", "connect", "--ip", ip, plan.network, name))
-    return [f"network {plan.network} recreated ({subnet}), {len(members)} container(s) back"]
+    what = f"network {plan.network} recreated ({lay.subnet}), {len(members)} container(s) back"
+    if kept is None:
+        what += f" with the hubops address layout (proxy {lay.proxy}, hub {lay.hub})"
+    return lay, [what]
 
 
 def pinned(plan: Plan, layout: Layout) -> Plan:

@@ -215,9 +215,10 @@ def test_a_network_from_an_older_hubops_gets_the_layout_and_keeps_its_servers(
     docker_client: docker.DockerClient,
     built: dict[str, object],
 ) -> None:
-    """An older hubops made the network without a fixed layout; a server runs on it. The
-    deploy remakes the network with the layout (same subnet) and connects the server back at
-    its address: it keeps running, and the firewall names the new hub's fixed address."""
+    """An older hubops made the network without a fixed layout; a server runs on it, at the
+    address the layout would give the proxy. The deploy remakes the network with the layout
+    (same subnet; the proxy and the hub at free addresses of its lower half) and connects the
+    server back at its address: it keeps running."""
     d = make_deployment(module_checkout, tmp_path_factory.mktemp("old-net"), docker_client)
     try:
         net = docker_client.networks.create(
@@ -243,9 +244,13 @@ def test_a_network_from_an_older_hubops_gets_the_layout_and_keeps_its_servers(
         assert server.status == "running", "the server kept running"
         after = server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         assert after == before, f"{before} -> {after}"
-        hub = d.containers()[f"hubops-{d.name}-hub"]
-        hub_ip = hub.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
-        assert hub_ip == str(Layout.of(ipam["Subnet"]).hub)
+        labels = net.attrs["Labels"]
+        for role in ("proxy", "hub"):
+            c = d.containers()[f"hubops-{d.name}-{role}"]
+            ip = c.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+            assert ip == labels[f"org.hubops.address.{role}"], (role, ip, labels)
+            assert ip != before, f"the {role} took the server's address"
+        assert before == str(Layout.of(ipam["Subnet"]).proxy), "the case this test is about"
         assert health(d) == 200
     finally:
         tear_down(d)

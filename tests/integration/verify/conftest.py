@@ -68,6 +68,13 @@ REACH_KEY = pytest.StashKey[dict[str, tuple[str, str]]]()
 
 
 @pytest.fixture(scope="session")
+def reach_table(request: pytest.FixtureRequest) -> dict[str, tuple[str, str]]:
+    """Through a fixture: this conftest is imported once by pytest and once by the tests,
+    as two modules with a StashKey each."""
+    return request.config.stash.setdefault(REACH_KEY, {})
+
+
+@pytest.fixture(scope="session")
 def login_report(request: pytest.FixtureRequest) -> LoginReport:
     return request.config.stash.setdefault(REPORT_KEY, LoginReport())
 

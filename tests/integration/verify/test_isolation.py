@@ -22,7 +22,7 @@ import pytest
 
 from hubops.firewall import Layout
 from hubops.plan import HUB_PORT, PROXY_API_PORT, PROXY_PORT, USER_PORT
-from tests.integration.verify.conftest import REACH_KEY, LoggedIn, Target
+from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.labhost import LabHost, used_networks
 from tests.support.wait import wait_for
 
@@ -68,7 +68,12 @@ def address(target: Target, container: str) -> str:
 
 def layout(target: Target) -> Layout:
     found = json.loads(target.host.check_output(f"docker network inspect hubops-{target.name}"))
-    return Layout.of(found[0]["IPAM"]["Config"][0]["Subnet"])
+    labels = found[0]["Labels"]
+    return Layout.of(
+        found[0]["IPAM"]["Config"][0]["Subnet"],
+        labels["org.hubops.address.proxy"],
+        labels["org.hubops.address.hub"],
+    )
 
 
 @contextmanager
@@ -258,7 +263,7 @@ def test_what_a_user_server_reaches_without_and_with_isolation(
     bob: LoggedIn,
     lab: LabHost,
     outside: dict[str, str],
-    request: pytest.FixtureRequest,
+    reach_table: dict[str, tuple[str, str]],
 ) -> None:
     """Every path at once, with network.isolation false (Docker's defaults: the deploy removes
     the firewall and its rules) and back on; the table is in the test summary."""
@@ -287,7 +292,7 @@ def test_what_a_user_server_reaches_without_and_with_isolation(
         finally:
             target.configure(network=None)
         after = probe(target, alice.container, tries)
-    request.config.stash[REACH_KEY] = {k: (before[k], after[k]) for k in tries}
+    reach_table.update({k: (before[k], after[k]) for k in tries})
     assert set(before.values()) == {"open"}, f"Docker's defaults: {before}"
     allowed = {"the hub's API (hub:8081)", "the public hub (proxy:8000)"}
     allowed.add("the internet (stand-in, 198.18/15)")
