@@ -237,7 +237,7 @@ def test_a_network_from_an_older_hubops_gets_the_layout_and_keeps_its_servers(
         before = server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         result = d.deploy()
         assert any("with the hubops address layout" in line for line in result.done), result.done
-        net.reload()
+        net = docker_client.networks.get(net.name)  # a new network, same name and subnet
         ipam = net.attrs["IPAM"]["Config"][0]
         assert ipam["IPRange"], f"no user range: {ipam}"
         server.reload()
