@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -121,10 +120,10 @@ def test_a_fork_bomb_stays_in_its_container(target: Target, alice: LoggedIn, bob
     process for 30 s while bob starts a new server, then lets them go."""
     bob.client.stop_server("bob")
     limit = target.env.settings.singleuser.pids_limit
-    work = Path(f"{target.env.settings.paths.user_data_dir}/jupyterhub-user-alice")
-    result, done = work / "bomb.json", work / "bomb.json.done"
-    for f in (result, done):
-        f.unlink(missing_ok=True)
+    work = f"{target.env.settings.paths.user_data_dir}/jupyterhub-user-alice"
+    result, done = target.host.file(f"{work}/bomb.json"), target.host.file(f"{work}/bomb.json.done")
+    clean = f"rm -f {work}/bomb.json {work}/bomb.json.done"
+    target.host.run(clean)
     code = base64.b64encode(BOMB.encode()).decode()
     started = time.monotonic()
     target.host.check_output(
@@ -132,8 +131,8 @@ def test_a_fork_bomb_stays_in_its_container(target: Target, alice: LoggedIn, bob
         f"\"import base64; exec(base64.b64decode('{code}'))\" "
         f"/home/jovyan/work/bomb.json {min(4 * limit, 2048)} 30"
     )
-    wait_for(result.exists, 40, "the fork bomb to hit its limit")
-    bomb = json.loads(result.read_text())
+    wait_for(lambda: result.exists, 40, "the fork bomb to hit its limit")
+    bomb = json.loads(result.content_string)
     print(f"fork bomb: {bomb['forked']} processes, then {bomb['failed']} (pids_limit {limit})")
     assert bomb["failed"] == "EAGAIN", f"the PID limit did not stop the bomb: {bomb}"
     assert bomb["forked"] < limit, bomb
@@ -141,9 +140,8 @@ def test_a_fork_bomb_stays_in_its_container(target: Target, alice: LoggedIn, bob
     assert bob.client.api("GET", "").status_code == 200, "the hub's API answers"
     bob.client.start_server("bob")
     assert bob.client.lab_status("bob") == 200
-    assert not done.exists(), "the bomb let go before bob's server was up: hold it longer"
+    assert not done.exists, "the bomb let go before bob's server was up: hold it longer"
     print(f"bob's server was ready {time.monotonic() - started:.1f}s after the bomb started")
-    wait_for(done.exists, 60, "the bomb to let its processes go")
+    wait_for(lambda: done.exists, 60, "the bomb to let its processes go")
     wait_for(lambda: alice.client.lab_status("alice") == 200, 60, "alice's server to recover")
-    for f in (result, done):
-        f.unlink(missing_ok=True)
+    target.host.run(clean)
