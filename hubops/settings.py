@@ -403,19 +403,25 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _GPU_ID = re.compile(rf"[0-9]+|GPU-{_UUID}|MIG-{_UUID}")
 
 
-def _check_gpu_id(value: str) -> str:
-    if not _GPU_ID.fullmatch(value):
-        raise ValueError(
-            "expected a GPU index (0, 1), a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) "
-            "or a MIG device UUID (MIG-...), as `nvidia-smi -L` lists them"
-        )
-    return value
+def _matching(pattern: re.Pattern[str], expected: str) -> AfterValidator:
+    """A validator that takes a whole match of ``pattern`` only."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"expected {expected}")
+        return value
+
+    return AfterValidator(check)
 
 
 GPUId = Annotated[
     str,
     BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
-    AfterValidator(_check_gpu_id),
+    _matching(
+        _GPU_ID,
+        "a GPU index (0, 1), a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a MIG "
+        "device UUID (MIG-...), as `nvidia-smi -L` lists them",
+    ),
 ]
 
 
@@ -709,34 +715,30 @@ class RegistrySettings(Section):
         return self
 
 
-_SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
-_SSH_HOST = re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]{0,252}")
-
-
-def _check_ssh_user(value: str) -> str:
-    if not _SSH_USER.fullmatch(value):
-        raise ValueError(
-            "expected a login name: letters, digits, '_', '.' and '-', not starting with '-' "
-            "or '.', at most 32 characters (e.g. hubops)"
-        )
-    return value
-
-
-def _check_ssh_host(value: str) -> str:
-    if not _SSH_HOST.fullmatch(value):
-        raise ValueError(
-            "expected a host name or an IP address (e.g. gpu01.lab.example.org), not "
-            "starting with '-' and without spaces"
-        )
-    return value
+SSHUser = Annotated[
+    str,
+    _matching(
+        re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"),
+        "a login name: letters, digits, '_', '.' and '-', not starting with '-' or '.', at "
+        "most 32 characters (e.g. hubops)",
+    ),
+]
+SSHHost = Annotated[
+    str,
+    _matching(
+        re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]{0,252}"),
+        "a host name or an IP address (e.g. gpu01.lab.example.org), not starting with '-' "
+        "and without spaces",
+    ),
+]
 
 
 class SSHSettings(Section):
-    host: Annotated[str, AfterValidator(_check_ssh_host)] = Field(
+    host: SSHHost = Field(
         description="Host name or address of the hub server."
     )
     port: Port = Field(22, description="SSH port.")
-    user: Annotated[str, AfterValidator(_check_ssh_user)] = Field(
+    user: SSHUser = Field(
         "root", description="SSH user; it must be allowed to use Docker."
     )
     key_file: str | None = Field(
