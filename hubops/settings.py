@@ -734,13 +734,9 @@ SSHHost = Annotated[
 
 
 class SSHSettings(Section):
-    host: SSHHost = Field(
-        description="Host name or address of the hub server."
-    )
+    host: SSHHost = Field(description="Host name or address of the hub server.")
     port: Port = Field(22, description="SSH port.")
-    user: SSHUser = Field(
-        "root", description="SSH user; it must be allowed to use Docker."
-    )
+    user: SSHUser = Field("root", description="SSH user; it must be allowed to use Docker.")
     key_file: str | None = Field(
         None, description="Private key file on the operator's machine (default: ssh-agent)."
     )
