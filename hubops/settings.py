@@ -626,12 +626,15 @@ PRIVATE_NETWORKS = (
 
 def _check_cidr(value: str) -> str:
     try:
-        return str(ip_network(value, strict=True))
+        net = ip_network(value, strict=True)
     except ValueError:
+        net = None
+    if net is None or net.version != 4:
         raise ValueError(
             "expected an IPv4 network in CIDR form with no host bits, e.g. 10.1.2.0/24 or "
             "10.1.2.3/32"
-        ) from None
+        )
+    return str(net)
 
 
 def _check_subnet(value: str) -> str:
