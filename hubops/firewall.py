@@ -55,6 +55,7 @@ class Layout:
     subnet: IPv4Network
     proxy: IPv4Address
     hub: IPv4Address
+    bridge: str | None = None  # the network's bridge interface on the host
 
     @property
     def gateway(self) -> IPv4Address:
@@ -65,13 +66,20 @@ class Layout:
         return list(self.subnet.subnets(prefixlen_diff=1))[1]
 
     @classmethod
-    def of(cls, subnet: str, proxy: str | None = None, hub: str | None = None) -> Layout:
+    def of(
+        cls,
+        subnet: str,
+        proxy: str | None = None,
+        hub: str | None = None,
+        bridge: str | None = None,
+    ) -> Layout:
         net = ip_network(subnet)
         assert isinstance(net, IPv4Network)
         return cls(
             net,
             IPv4Address(proxy) if proxy else net.network_address + 2,
             IPv4Address(hub) if hub else net.network_address + 3,
+            bridge,
         )
 
 
@@ -127,14 +135,36 @@ def _ports(ports: list[int]) -> str:
 
 def _jumps(environment: str, layout: Layout) -> list[tuple[str, str]]:
     """(parent chain, rule): the parent is DOCKER-USER, or FORWARD where the engine keeps no
-    iptables rules of its own ($FWD in the script)."""
+    iptables rules of its own ($FWD in the script). They match the network's bridge, so the
+    rules of a network that is gone never apply to a later one with the same subnet."""
     fwd = chain(environment)
-    s = str(layout.subnet)
+    if layout.bridge:
+        into, out_of = f"-i {layout.bridge}", f"-o {layout.bridge}"
+    else:
+        into, out_of = f"-s {layout.subnet}", f"-d {layout.subnet}"
     return [
-        ("$FWD", f"-s {s} -j {fwd}"),
-        ("$FWD", f"-d {s} -j {fwd}"),
-        ("INPUT", f"-s {s} -j {fwd}-IN"),
+        ("$FWD", f"{into} -j {fwd}"),
+        ("$FWD", f"{out_of} -j {fwd}"),
+        ("INPUT", f"{into} -j {fwd}-IN"),
     ]
+
+
+def _prune(environment: str, jumps: list[tuple[str, str]]) -> str:
+    """sh: delete every other jump to the environment's chains (an earlier bridge's)."""
+    fwd = chain(environment)
+    keep = [
+        f"-A {p} {rule}"
+        for parent, rule in jumps
+        for p in (["DOCKER-USER", "FORWARD"] if parent == "$FWD" else [parent])
+    ]
+    not_kept = " ".join(f"-e {quote(line)}" for line in keep)
+    return (
+        "  for p in DOCKER-USER FORWARD INPUT; do\n"
+        f"    iptables -w -S \"$p\" 2>/dev/null | grep -E -- '-j {fwd}(-IN)?$' | "
+        f"grep -vxF {not_kept} | sed 's/^-A /-D /' |\n"
+        "      while read -r rule; do eval iptables -w $rule; done\n"
+        "  done"
+    )
 
 
 def script(environment: str, settings: Environment, layout: Layout) -> str:
@@ -160,6 +190,7 @@ apply() {{
   parent
   printf '%s' "$RULES" | iptables-restore -w --noflush || return 1
 {insert}
+{_prune(environment, jumps)}
 }}
 intact() {{
   parent
@@ -185,7 +216,7 @@ def remove_command(environment: str) -> str:
     return (
         f"for parent in DOCKER-USER FORWARD INPUT; do "
         f"iptables -w -S \"$parent\" 2>/dev/null | grep -E -- '-j {fwd}(-IN)?$' | "
-        f"sed 's/^-A //' | while read -r rule; do eval iptables -w -D \"$parent\" $rule; done; "
+        f"sed 's/^-A /-D /' | while read -r rule; do eval iptables -w $rule; done; "
         f'done; for c in {fwd} {fwd}-IN; do iptables -w -F "$c" 2>/dev/null; '
         f'iptables -w -X "$c" 2>/dev/null; done; true'
     )

@@ -82,3 +82,38 @@ def test_the_program_and_the_removal_are_valid_sh(checkout: Checkout) -> None:
     for program in (script("fw", settings(checkout, ""), LAYOUT), remove_command("fw")):
         result = subprocess.run(["sh", "-n"], input=program, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("iptables") is None,
+    reason="applies and removes rules: needs root and iptables",
+)
+def test_the_removal_takes_out_everything_the_program_put_in(checkout: Checkout) -> None:
+    """The program's apply step (for one bridge, then for the bridge of a remade network:
+    the first one's jumps go), then the removal, on this machine's own tables, for a subnet
+    nothing uses (TEST-NET-1), bridges that do not exist, and an environment of this test
+    alone."""
+    import uuid
+
+    env = f"unit-{uuid.uuid4().hex[:8]}"
+
+    def apply(bridge: str) -> str:
+        layout = Layout.of("192.0.2.0/24", bridge=bridge)
+        program = script(env, settings(checkout, ""), layout)
+        done = subprocess.run(
+            ["sh", "-c", program.split("trap ")[0] + "apply\n"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+
+    try:
+        listed = apply("hbtest-a")
+        assert listed.count(f"-j {chain(env)}") == 3, listed
+        listed = apply("hbtest-b")
+        mine = [line for line in listed.splitlines() if f"-j {chain(env)}" in line]
+        assert len(mine) == 3, mine
+        assert all("hbtest-b" in line for line in mine), mine
+    finally:
+        subprocess.run(["sh", "-c", remove_command(env)], check=True)
+    listed = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+    assert chain(env) not in listed, "a rule or chain was left behind"
