@@ -144,6 +144,7 @@ def take_snapshot(
             *(c.name for c in plan.containers),
             *(f"{c.name}-previous" for c in plan.containers),  # a swap that was cut off
             firewall.name(plan.environment),
+            f"{firewall.name(plan.environment)}-next",  # a firewall handover that was cut off
         ],
         sums=[
             *(quote(p) for p in plan.generated_secrets.values()),
@@ -233,7 +234,10 @@ def _firewall_spec(plan: Plan, settings: Environment, layout: Layout) -> Contain
 def _firewall_change(
     snap: dockerhost.Snapshot, plan: Plan, settings: Environment, layout: Layout | None
 ) -> str | None:
-    have = snap.containers.get(firewall.name(plan.environment))
+    name = firewall.name(plan.environment)
+    have = snap.containers.get(name)
+    if f"{name}-next" in snap.containers:
+        return f"apply the rules (a {name}-next of a deploy that was cut off is left)"
     if not settings.network.isolation:
         return "remove it and its rules (network.isolation is false)" if have else None
     if layout is None:
@@ -252,10 +256,14 @@ def _firewall_change(
 def _apply_firewall(
     host: Host, plan: Plan, settings: Environment, layout: Layout, progress: Progress
 ) -> str:
-    """Make or remove the firewall container. A new one is started next to the old one and
-    takes over once it has applied its rules (the same chains, replaced in one
-    iptables-restore): at no moment are the user servers unfiltered. Returns what was done."""
+    """Make or remove the firewall container. The old one is stopped first (its rules stay in
+    the kernel: it never removes them), then the new one replaces the environment's chains in
+    one iptables-restore and takes its name; the two never run at once, so neither undoes the
+    other's rules. If the new one cannot apply its rules, the old one starts again. Returns
+    what was done."""
     name = firewall.name(plan.environment)
+    nxt = f"{name}-next"
+    host.run(quote("docker", "rm", "-f", nxt), check=False)
     if not settings.network.isolation:
         host.run(quote("docker", "rm", "-f", name), check=False)
         firewall.run_in_host_network(
@@ -266,28 +274,36 @@ def _apply_firewall(
     snap = dockerhost.snapshot(
         host, read=[], images=[spec.image], containers=[], sums=[], files=None
     )
-    nxt = spec.model_copy(update={"name": f"{name}-next"})
-    host.run(quote("docker", "rm", "-f", nxt.name), check=False)
-    host.run(dockerhost.create_command(nxt, {LABEL_HASH: _spec_hash(snap, spec, {})}))
-    host.run(quote("docker", "start", nxt.name))
+    host.run(
+        dockerhost.create_command(
+            spec.model_copy(update={"name": nxt}), {LABEL_HASH: _spec_hash(snap, spec, {})}
+        )
+    )
+    old = dockerhost.inspect(host, "container", name)
+    if old is not None:
+        host.run(quote("docker", "stop", "--time", "5", name), check=False)
+    host.run(quote("docker", "start", nxt))
     progress("firewall: applying the rules")
     deadline = time.monotonic() + 30
     while True:
-        log = dockerhost.logs(host, nxt.name, lines=20)
+        log = dockerhost.logs(host, nxt, lines=20)
         if firewall.APPLIED in log:
             break
-        state = dockerhost.inspect(host, "container", nxt.name) or {}
+        state = dockerhost.inspect(host, "container", nxt) or {}
         if time.monotonic() > deadline or not dockerhost.is_running(state):
-            host.run(quote("docker", "rm", "-f", nxt.name), check=False)
+            host.run(quote("docker", "rm", "-f", nxt), check=False)
+            if old is not None:
+                host.run(quote("docker", "start", name), check=False)
             raise DeployError(
                 f"{host.name}: the firewall could not apply its rules (network.isolation): "
-                f"{log.strip()[-300:] or 'no output'}; hubops needs a rootful engine that "
+                f"{log.strip()[-400:] or 'no output'}; hubops needs a rootful engine that "
                 "manages iptables (see the README, 'Isolation and hardening'), or set "
-                "network.isolation: false. The running hub was left as it was"
+                "network.isolation: false. The running hub and the rules in force were left "
+                "as they were"
             )
         time.sleep(0.2)
     host.run(quote("docker", "rm", "-f", name), check=False)
-    host.run(quote("docker", "rename", nxt.name, name))
+    host.run(quote("docker", "rename", nxt, name))
     return f"firewall {name} ({layout.subnet})"
 
 
@@ -421,6 +437,8 @@ def _deploy(
         if broken:
             progress(f"repairing the network: {broken}")
             recovered += network.repair(host, plan)[1]
+            # the new network has a new bridge: the firewall finds it when it starts
+            host.run(quote("docker", "restart", firewall.name(plan.environment)), check=False)
     problem = _tls_problem(settings, snap, host) or _disk_problem(files, settings)
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
@@ -441,6 +459,11 @@ def _deploy(
         progress(f"fetching {len(changes.missing_images)} image(s)")
         fetch_images(host, changes.missing_images)
         result.done += [f"fetched {ref}" for ref in changes.missing_images]
+    if changes.firewall:
+        result.done.append(_apply_firewall(host, plan, settings, layout, progress))
+    if changes.only_firewall:
+        _wait_healthy(host, plan, settings, timeout=health_timeout)
+        return result
     _make_dirs(files, plan)
     if files.run(f"test -s {quote(f'{paths.data_dir}/{DB_FILE}')}", check=False).ok:
         progress("backing up the DB, cookie secret and config")
@@ -448,11 +471,6 @@ def _deploy(
             host, settings, _image_of(old_hub) or hub.image, hub.name, files=files
         )
         result.done.append(f"backup {result.backup}")
-    if changes.firewall:
-        result.done.append(_apply_firewall(host, plan, settings, layout, progress))
-    if changes.only_firewall:
-        _wait_healthy(host, plan, settings, timeout=health_timeout)
-        return result
     progress("keeping the current config and secret files aside")
     files.run(_save_state(settings))
     try:

@@ -186,6 +186,17 @@ def check_isolation(ctx: Context) -> list[Check]:
                 "other means",
             )
         ]
+    bridged = ctx.host.run(f"cat {firewall.BRIDGE_NF}", check=False).stdout.strip()
+    if bridged != "1":
+        return [
+            Check(
+                "isolation",
+                "fail",
+                f"{firewall.BRIDGE_NF} is {bridged or 'missing'}: traffic between two user "
+                "servers of one network bypasses iptables, so the firewall cannot stop it",
+                f"invoke host.prepare --env {env} (loads br_netfilter and sets it, for good)",
+            )
+        ]
     name = firewall.name(env)
     found = dockerhost.inspect(ctx.host, "container", name)
     if found is None:

@@ -55,7 +55,6 @@ class Layout:
     subnet: IPv4Network
     proxy: IPv4Address
     hub: IPv4Address
-    bridge: str | None = None  # the network's bridge interface on the host
 
     @property
     def gateway(self) -> IPv4Address:
@@ -66,20 +65,13 @@ class Layout:
         return list(self.subnet.subnets(prefixlen_diff=1))[1]
 
     @classmethod
-    def of(
-        cls,
-        subnet: str,
-        proxy: str | None = None,
-        hub: str | None = None,
-        bridge: str | None = None,
-    ) -> Layout:
+    def of(cls, subnet: str, proxy: str | None = None, hub: str | None = None) -> Layout:
         net = ip_network(subnet)
         assert isinstance(net, IPv4Network)
         return cls(
             net,
             IPv4Address(proxy) if proxy else net.network_address + 2,
             IPv4Address(hub) if hub else net.network_address + 3,
-            bridge,
         )
 
 
@@ -133,44 +125,26 @@ def _ports(ports: list[int]) -> str:
     return ",".join(str(x) for x in dict.fromkeys(ports))
 
 
-def _jumps(environment: str, layout: Layout) -> list[tuple[str, str]]:
+def _jumps(environment: str) -> list[tuple[str, str]]:
     """(parent chain, rule): the parent is DOCKER-USER, or FORWARD where the engine keeps no
-    iptables rules of its own ($FWD in the script). They match the network's bridge, so the
-    rules of a network that is gone never apply to a later one with the same subnet."""
+    iptables rules of its own ($FWD in the program). They match the network's bridge ($BR,
+    found from the gateway's address at each check: a network remade by a repair has a new
+    one), so the rules of a network that is gone never apply to a later one with its subnet."""
     fwd = chain(environment)
-    if layout.bridge:
-        into, out_of = f"-i {layout.bridge}", f"-o {layout.bridge}"
-    else:
-        into, out_of = f"-s {layout.subnet}", f"-d {layout.subnet}"
     return [
-        ("$FWD", f"{into} -j {fwd}"),
-        ("$FWD", f"{out_of} -j {fwd}"),
-        ("INPUT", f"{into} -j {fwd}-IN"),
+        ("$FWD", f'-i "$BR" -j {fwd}'),
+        ("$FWD", f'-o "$BR" -j {fwd}'),
+        ("INPUT", f'-i "$BR" -j {fwd}-IN'),
     ]
 
 
-def _prune(environment: str, jumps: list[tuple[str, str]]) -> str:
-    """sh: delete every other jump to the environment's chains (an earlier bridge's)."""
-    fwd = chain(environment)
-    keep = [
-        f"-A {p} {rule}"
-        for parent, rule in jumps
-        for p in (["DOCKER-USER", "FORWARD"] if parent == "$FWD" else [parent])
-    ]
-    not_kept = " ".join(f"-e {quote(line)}" for line in keep)
-    return (
-        "  for p in DOCKER-USER FORWARD INPUT; do\n"
-        f"    iptables -w -S \"$p\" 2>/dev/null | grep -E -- '-j {fwd}(-IN)?$' | "
-        f"grep -vxF {not_kept} | sed 's/^-A /-D /' |\n"
-        "      while read -r rule; do eval iptables -w $rule; done\n"
-        "  done"
-    )
+BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 def script(environment: str, settings: Environment, layout: Layout) -> str:
     """The firewall container's program (POSIX sh, run with the host's tools): apply the
-    rules, say so, then check them every 10 s and put back what was removed."""
-    jumps = _jumps(environment, layout)
+    rules, say so, then check them every 10 s and put back what was removed or moved."""
+    jumps = _jumps(environment)
     fwd = chain(environment)
     text = rules(environment, settings, layout)
     counts = f"{text.count(f'-A {fwd} ')} {text.count(f'-A {fwd}-IN ')}"
@@ -182,30 +156,51 @@ def script(environment: str, settings: Environment, layout: Layout) -> str:
     check = "\n".join(
         f"  iptables -w -C {parent} {rule} 2>/dev/null || return 1" for parent, rule in jumps
     )
+    keep = " ".join(
+        f'-e "-A {p} {rule}"'
+        for parent, rule in jumps
+        for p in (["DOCKER-USER", "FORWARD"] if parent == "$FWD" else [parent])
+    ).replace('"$BR"', "$BR")
     return f"""set -u
 RULES={quote(text)}
-FWD=DOCKER-USER
-parent() {{ iptables -w -n -L DOCKER-USER >/dev/null 2>&1 || FWD=FORWARD; }}
+GW={quote(str(layout.gateway))}
+say() {{ echo "hubops-firewall: $*"; }}
+locate() {{
+  FWD=DOCKER-USER
+  iptables -w -n -L DOCKER-USER >/dev/null 2>&1 || FWD=FORWARD
+  BR=$(ip -4 -o addr show to "$GW/32" 2>/dev/null | awk '{{print $2; exit}}')
+  [ -n "$BR" ] || {{ say "no interface has $GW: is the network there?" >&2; return 1; }}
+}}
+bridged() {{
+  # traffic between two containers of one bridge meets iptables only with this on
+  [ "$(cat {BRIDGE_NF} 2>/dev/null)" = 1 ] && return 0
+  echo 1 > {BRIDGE_NF} 2>/dev/null && [ "$(cat {BRIDGE_NF})" = 1 ] && return 0
+  say "{BRIDGE_NF} is not 1: containers of one network bypass iptables; on the host run \
+modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 (invoke host.prepare \
+does, for good)" >&2
+  return 1
+}}
 apply() {{
-  parent
+  locate && bridged || return 1
   printf '%s' "$RULES" | iptables-restore -w --noflush || return 1
 {insert}
-{_prune(environment, jumps)}
+  for p in DOCKER-USER FORWARD INPUT; do
+    iptables -w -S "$p" 2>/dev/null | grep -E -- '-j {fwd}(-IN)?$' | grep -vxF {keep} |
+      sed 's/^-A /-D /' | while read -r rule; do eval iptables -w $rule; done
+  done
 }}
 intact() {{
-  parent
+  locate && bridged || return 1
   n=$(iptables -w -S {fwd} 2>/dev/null | grep -c '^-A ')
   n_in=$(iptables -w -S {fwd}-IN 2>/dev/null | grep -c '^-A ')
   [ "$n $n_in" = {quote(counts)} ] || return 1
 {check}
 }}
 trap 'exit 0' TERM INT
-until apply; do
-  echo "hubops-firewall: could not apply the rules; trying again in 5 s" >&2; sleep 5
-done
-echo {quote(APPLIED)}
+until apply; do say "could not apply the rules; trying again in 5 s" >&2; sleep 5; done
+echo {quote(APPLIED)} "on $BR"
 while sleep 10 & wait $!; do
-  intact || {{ apply && echo "hubops-firewall: the rules were changed from outside: put back"; }}
+  intact || {{ apply && say "the rules were changed from outside or the bridge moved: put back"; }}
 done
 """
 

@@ -29,8 +29,6 @@ from hubops.firewall import Layout
 from hubops.hosts import Host, quote
 from hubops.plan import Plan
 
-BRIDGE_NAME = "com.docker.network.bridge.name"  # a network's option: its bridge's name
-
 
 def _names(plan: Plan) -> tuple[str, str]:
     hub = next(c.name for c in plan.containers if c.role == "hub")
@@ -101,10 +99,7 @@ def _layout_of(found: dict[str, Any]) -> Layout | None:
     if not ipam.get("IPRange") or not ipam.get("Subnet"):
         return None
     labels = found.get("Labels") or {}
-    bridge = (found.get("Options") or {}).get(BRIDGE_NAME) or f"br-{str(found['Id'])[:12]}"
-    return Layout.of(
-        ipam["Subnet"], labels.get(LABEL_ADDRESS_PROXY), labels.get(LABEL_ADDRESS_HUB), bridge
-    )
+    return Layout.of(ipam["Subnet"], labels.get(LABEL_ADDRESS_PROXY), labels.get(LABEL_ADDRESS_HUB))
 
 
 def layout(host: Host, plan: Plan) -> Layout | None:
@@ -209,7 +204,6 @@ def repair(host: Host, plan: Plan) -> tuple[Layout, list[str]]:
     create(host, plan, lay)
     for name, ip in sorted(members.items()):
         host.run(quote("docker", "network", "connect", "--ip", ip, plan.network, name))
-    lay = layout(host, plan) or lay  # with the new network's bridge
     what = f"network {plan.network} recreated ({lay.subnet}), {len(members)} container(s) back"
     if kept is None:
         what += f" with the hubops address layout (proxy {lay.proxy}, hub {lay.hub})"

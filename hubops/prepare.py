@@ -21,6 +21,12 @@ TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
 TOOLKIT_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 TOOLKIT_LIST = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 DAEMON_JSON = "/etc/docker/daemon.json"
+# hubops' firewall filters traffic between two containers of one network: such traffic meets
+# iptables only with br_netfilter loaded and this sysctl on (Docker itself turns it on only
+# for networks without inter-container traffic)
+BRIDGE_MODULES_FILE = "/etc/modules-load.d/hubops.conf"
+BRIDGE_SYSCTL_FILE = "/etc/sysctl.d/90-hubops.conf"
+BRIDGE_SYSCTL = "net.bridge.bridge-nf-call-iptables"
 
 
 @dataclass
@@ -68,6 +74,7 @@ def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareRepor
         report.kept.append(f"Docker {engine.version} running")
 
     _live_restore(host, report)
+    _bridge_netfilter(host, report)
     user = settings.ssh.user if settings.ssh else None
     if user and user != "root":
         groups = host.run(f"id -nG {quote(user)}", check=False).stdout.split()
@@ -180,6 +187,26 @@ def _live_restore(host: Host, report: PrepareReport) -> None:
     report.changed.append(
         f"set live-restore in {DAEMON_JSON} and reloaded dockerd: user servers survive a "
         "restart of the engine (an upgrade, say)"
+    )
+
+
+def _bridge_netfilter(host: Host, report: PrepareReport) -> None:
+    """br_netfilter and bridge-nf-call-iptables=1, now and at every boot."""
+    on = host.run(f"sysctl -n {BRIDGE_SYSCTL}", check=False).stdout.strip() == "1"
+    kept = host.run(
+        f"test -f {BRIDGE_MODULES_FILE} && test -f {BRIDGE_SYSCTL_FILE}", check=False
+    ).ok
+    if on and kept:
+        report.kept.append(f"{BRIDGE_SYSCTL} = 1 (the firewall sees traffic inside a network)")
+        return
+    host.run(
+        f"printf 'br_netfilter\\n' > {BRIDGE_MODULES_FILE} && "
+        f"printf '{BRIDGE_SYSCTL} = 1\\n' > {BRIDGE_SYSCTL_FILE} && "
+        f"{{ modprobe br_netfilter 2>/dev/null || true; }} && sysctl -q -w {BRIDGE_SYSCTL}=1"
+    )
+    report.changed.append(
+        f"loaded br_netfilter and set {BRIDGE_SYSCTL} = 1 (and at boot: {BRIDGE_MODULES_FILE}, "
+        f"{BRIDGE_SYSCTL_FILE}): hubops' firewall sees traffic between user servers"
     )
 
 

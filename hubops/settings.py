@@ -43,6 +43,8 @@ def _check_url(value: str) -> str:
 def _check_abs_posix(value: str) -> str:
     if "\0" in value:
         raise ValueError("expected a path without NUL bytes")
+    if value.startswith("//"):  # POSIX keeps a leading "//"; Linux reads it as "/"
+        value = "/" + value.lstrip("/")
     path = PurePosixPath(value)
     if not path.is_absolute():
         raise ValueError(f"expected an absolute path on the host, e.g. /{value.lstrip('./')}")
@@ -679,6 +681,17 @@ class NetworkSettings(Section):
         "hub get its 2nd and 3rd addresses, user servers its upper half. Unset: Docker picks "
         "a free one at the first deploy and hubops keeps it.",
     )
+
+    @model_validator(mode="after")
+    def _egress_allow_needs_internet(self) -> NetworkSettings:
+        if self.egress_allow and self.egress != "internet":
+            raise RuleError(
+                ("network", "egress_allow"),
+                f"got {list(self.egress_allow)!r} with network.egress {self.egress}; it lists "
+                "exceptions to egress internet (private networks user servers may reach all "
+                "the same): set network.egress: internet, or remove network.egress_allow",
+            )
+        return self
 
     @model_validator(mode="after")
     def _egress_needs_isolation(self) -> NetworkSettings:

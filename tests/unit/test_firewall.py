@@ -48,7 +48,7 @@ def test_chain_names_fit_iptables() -> None:
             [],
         ),
         ("network:\n  egress: none\n", ["-A HUBOPS-"], ["--dport 53 -j RETURN"]),
-        ("network:\n  egress: all\n", ["--dport 8081 -j RETURN"], ["-d 10.0.0.0/8 -j DROP"]),
+        ("network:\n  egress: all\n", [], ["-d 10.0.0.0/8 -j DROP", "-s 172.30.0.0/16 -j DROP"]),
     ],
 )
 def test_egress_modes(
@@ -89,31 +89,43 @@ def test_the_program_and_the_removal_are_valid_sh(checkout: Checkout) -> None:
     reason="applies and removes rules: needs root and iptables",
 )
 def test_the_removal_takes_out_everything_the_program_put_in(checkout: Checkout) -> None:
-    """The program's apply step (for one bridge, then for the bridge of a remade network:
-    the first one's jumps go), then the removal, on this machine's own tables, for a subnet
-    nothing uses (TEST-NET-1), bridges that do not exist, and an environment of this test
-    alone."""
+    """The program's apply step for a network whose bridge is a bridge interface of this test
+    holding the gateway address (TEST-NET-1: nothing uses it); then the bridge moves (as when
+    a repair remakes the network) and the next apply follows it and drops the old jumps;
+    then the removal takes out everything."""
     import uuid
 
     env = f"unit-{uuid.uuid4().hex[:8]}"
+    layout = Layout.of("192.0.2.0/24")
+    program = script(env, settings(checkout, ""), layout)
+    links = [f"hbt{uuid.uuid4().hex[:6]}" for _ in range(2)]
 
-    def apply(bridge: str) -> str:
-        layout = Layout.of("192.0.2.0/24", bridge=bridge)
-        program = script(env, settings(checkout, ""), layout)
+    def bridge_at(link: str) -> None:
+        for old in links:
+            subprocess.run(["ip", "link", "delete", old], capture_output=True)
+        subprocess.run(["ip", "link", "add", link, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "192.0.2.1/24", "dev", link], check=True)
+
+    def apply() -> list[str]:
         done = subprocess.run(
             ["sh", "-c", program.split("trap ")[0] + "apply\n"], capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        return subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+        listed = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+        return [line for line in listed.splitlines() if f"-j {chain(env)}" in line]
 
     try:
-        listed = apply("hbtest-a")
-        assert listed.count(f"-j {chain(env)}") == 3, listed
-        listed = apply("hbtest-b")
-        mine = [line for line in listed.splitlines() if f"-j {chain(env)}" in line]
-        assert len(mine) == 3, mine
-        assert all("hbtest-b" in line for line in mine), mine
+        bridge_at(links[0])
+        jumps = apply()
+        assert len(jumps) == 3, jumps
+        assert all(links[0] in j for j in jumps), jumps
+        bridge_at(links[1])
+        jumps = apply()
+        assert len(jumps) == 3, jumps
+        assert all(links[1] in j for j in jumps), f"the old bridge's jumps stay: {jumps}"
     finally:
         subprocess.run(["sh", "-c", remove_command(env)], check=True)
+        for link in links:
+            subprocess.run(["ip", "link", "delete", link], capture_output=True)
     listed = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
     assert chain(env) not in listed, "a rule or chain was left behind"

@@ -119,8 +119,26 @@ def daemon_json() -> Iterator[Path]:
     LocalHost().run('kill -HUP "$(cat /var/run/docker.pid)"', check=False)
 
 
+@pytest.fixture
+def bridge_files() -> Iterator[list[Path]]:
+    """The files host.prepare writes for br_netfilter, as they were, afterwards."""
+    from hubops.prepare import BRIDGE_MODULES_FILE, BRIDGE_SYSCTL_FILE
+
+    paths = [Path(BRIDGE_MODULES_FILE), Path(BRIDGE_SYSCTL_FILE)]
+    before = {p: p.read_bytes() if p.exists() else None for p in paths}
+    yield paths
+    for path, content in before.items():
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(content)
+
+
 def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
-    local_env: object, docker_client: docker.DockerClient, daemon_json: Path
+    local_env: object,
+    docker_client: docker.DockerClient,
+    daemon_json: Path,
+    bridge_files: list[Path],
 ) -> None:
     from hubops import environments
     from tests.conftest import REPO_ROOT
@@ -132,6 +150,8 @@ def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
     second = prepare(LocalHost(), settings, settings.build.base_image)
     assert second.changed == [], f"a second run changes nothing: {second.changed}"
     assert any("live-restore on" in k for k in second.kept), second.kept
+    assert all(p.exists() for p in bridge_files), "br_netfilter is kept on at boot"
+    assert any("bridge-nf-call-iptables = 1" in k for k in second.kept), second.kept
     assert any(k.startswith("Docker ") for k in second.kept), second.kept
     assert first.gpus == []
     assert second.smoke == "skipped: no NVIDIA GPU on this host"
