@@ -39,16 +39,17 @@ def is_running(container: dict[str, Any]) -> bool:
 
 def create_command(spec: ContainerSpec, extra_labels: dict[str, str]) -> str:
     """``docker create`` for a container spec of the plan."""
-    args = [
-        "docker",
-        "create",
-        "--name",
-        spec.name,
-        "--network",
-        spec.network,
-        "--restart",
-        spec.restart_policy,
-    ]
+    head = ["docker", "create", "--name", spec.name, "--restart", spec.restart_policy]
+    return quote(*head, *_options(spec, extra_labels), spec.image, *spec.command)
+
+
+def run_once_command(spec: ContainerSpec) -> str:
+    """``docker run --rm`` of a spec: a one-off with its rights, left nowhere afterwards."""
+    return quote("docker", "run", "--rm", *_options(spec, {}), spec.image, *spec.command)
+
+
+def _options(spec: ContainerSpec, extra_labels: dict[str, str]) -> list[str]:
+    args = ["--network", spec.network]
     for key, value in sorted({**spec.labels, **extra_labels}.items()):
         args += ["--label", f"{key}={value}"]
     for key, value in sorted(spec.environment.items()):
@@ -73,8 +74,7 @@ def create_command(spec: ContainerSpec, extra_labels: dict[str, str]) -> str:
     for mount in spec.mounts:
         option = f"type=bind,source={mount.source},target={mount.target}"
         args += ["--mount", option + (",readonly" if mount.read_only else "")]
-    args += [spec.image, *spec.command]
-    return quote(*args)
+    return args
 
 
 def logs(host: Host, name: str, lines: int = 40) -> str:

@@ -31,6 +31,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from hubops_hub.labels import LABEL_ENV, LABEL_IMAGE, LABEL_ROLE
 
+from hubops import dockerhost
 from hubops.hosts import Host, quote
 from hubops.plan import (
     HUB_PORT,
@@ -224,51 +225,34 @@ def name(environment: str) -> str:
 def run_in_host_network(host: Host, image: str, command: str) -> None:
     """``command`` as root with the host's tools in the host's network namespace (a one-off
     container with the firewall's rights), for a deploy user that is root or not."""
-    host.run(
-        quote(
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--user",
-            "0:0",
-            "--cap-drop=ALL",
-            "--cap-add=NET_ADMIN",
-            "--cap-add=NET_RAW",
-            "--cap-add=SYS_CHROOT",
-            "--security-opt=no-new-privileges",
-            "--label",
-            f"{LABEL_ROLE}=root-helper",
-            "--mount",
-            "type=bind,source=/,target=/host,readonly",
-            "--entrypoint",
-            "chroot",
-            image,
-            "/host",
-            "/bin/sh",
-            "-c",
-            command,
-        )
-    )
+    spec = _with_host_tools("hubops-firewall-once", image, command, {LABEL_ROLE: "root-helper"})
+    host.run(dockerhost.run_once_command(spec))
 
 
 def container_spec(
     environment: str, settings: Environment, layout: Layout, image: str
 ) -> ContainerSpec:
-    """The container that keeps the rules: host network, the host's root read-only, no
-    capability but NET_ADMIN, NET_RAW (iptables) and SYS_CHROOT (the host's tools)."""
+    """The container that keeps the rules."""
+    labels = {LABEL_ENV: environment, LABEL_ROLE: "firewall", LABEL_IMAGE: image}
+    return _with_host_tools(name(environment), image, script(environment, settings, layout), labels)
+
+
+def _with_host_tools(
+    container: str, image: str, program: str, labels: dict[str, str]
+) -> ContainerSpec:
+    """A container that runs ``program`` with the host's own tools: host network, the host's
+    root read-only, no capability but NET_ADMIN, NET_RAW (iptables) and SYS_CHROOT."""
     return ContainerSpec(
         role="firewall",
-        name=name(environment),
+        name=container,
         image=image,
-        command=["/host", "/bin/sh", "-c", script(environment, settings, layout)],
+        command=["/host", "/bin/sh", "-c", program],
         entrypoint="chroot",
         environment={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
         ports=[],
         mounts=[Mount(source="/", target="/host", read_only=True)],
         network="host",
-        labels={LABEL_ENV: environment, LABEL_ROLE: "firewall", LABEL_IMAGE: image},
+        labels=labels,
         user="0:0",
         cap_drop=["ALL"],
         cap_add=["NET_ADMIN", "NET_RAW", "SYS_CHROOT"],
