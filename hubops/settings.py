@@ -451,17 +451,48 @@ class GPUSettings(Section):
 
     @model_validator(mode="after")
     def _pool_fits_policy(self) -> GPUSettings:
-        if self.policy in ("exclusive", "shared") and not self.pool:
-            raise ValueError(
-                f"gpu.policy {self.policy} hands out GPUs from gpu.pool, which is empty; list "
-                "the GPUs, e.g. pool: [0, 1, 2, 3]"
-            )
         if len(set(self.pool)) != len(self.pool):
             raise ValueError(f"gpu.pool lists a GPU twice: {self.pool}")
         if self.policy == "pinned" and not (self.pinned_users or self.pinned_groups):
             raise ValueError(
                 "gpu.policy pinned needs gpu.pinned_users or gpu.pinned_groups "
                 "(user or group -> GPU IDs)"
+            )
+        return self
+
+
+_GPU_KIND = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
+GPUKind = Annotated[
+    str, _matching(_GPU_KIND, "a resource kind: letters, digits, '.', '_', '-' (gpu, a100)")
+]
+
+
+class SwarmSettings(Section):
+    user_data: Literal["path", "volume"] = Field(
+        "path",
+        description="Where user files live so that every node sees the same: path "
+        "(paths.user_data_dir, which every node mounts at the same place, e.g. over NFS; "
+        "doctor checks each node) or volume (a named volume jupyterhub-user-NAME per user, "
+        "made by volume_driver with volume_options on whichever node runs the server).",
+    )
+    volume_driver: str = Field(
+        "local",
+        description="user_data volume: the volume driver (local with NFS options, or a "
+        "multi-host plugin).",
+    )
+    volume_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="user_data volume: the driver's options; {username} is replaced, e.g. "
+        "{type: nfs, o: 'addr=10.1.2.3,rw', device: ':/export/users/{username}'}.",
+    )
+
+    @model_validator(mode="after")
+    def _volume_options_need_volume(self) -> SwarmSettings:
+        if self.user_data == "path" and self.volume_options:
+            raise RuleError(
+                ("swarm", "volume_options"),
+                "set, but swarm.user_data is path (paths.user_data_dir on every node): set "
+                "swarm.user_data: volume, or remove swarm.volume_options",
             )
         return self
 
@@ -484,6 +515,18 @@ class Profile(Section):
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit (overrides singleuser).")
     max_age: int = Field(
         0, ge=0, description="Stop these users' servers after this many seconds (0: never)."
+    )
+    gpu_kind: GPUKind = Field(
+        "gpu",
+        description="cluster swarm and kubernetes: the kind of GPU these servers reserve. "
+        "Swarm: the generic resource kind the nodes advertise (node-generic-resources "
+        "KIND=ID). Kubernetes: the resource nvidia.com/KIND (gpu, or a MIG profile such as "
+        "mig-1g.10gb under the device plugin's mixed strategy).",
+    )
+    node_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="cluster swarm and kubernetes: run these servers only on nodes with these "
+        "labels, e.g. {gpu: a100} (swarm: node.labels.gpu==a100; kubernetes: nodeSelector).",
     )
 
 
@@ -849,6 +892,16 @@ class Environment(Section):
         default_factory=MirrorSettings, description="Package mirrors and CA bundle for builds."
     )
     build: BuildSettings = Field(default_factory=BuildSettings, description="How images are built.")
+    cluster: Literal["docker", "swarm", "kubernetes"] = Field(
+        "docker",
+        description="What runs the hub and the user servers: docker (one host's engine), "
+        "swarm (Docker Swarm: the hub on a manager, user servers as services on any node), "
+        "kubernetes (zero-to-jupyterhub: `invoke render` writes the chart's values, `invoke "
+        "deploy` runs helm).",
+    )
+    swarm: SwarmSettings = Field(
+        default_factory=SwarmSettings, description="cluster swarm: user data across nodes."
+    )
 
     @model_validator(mode="after")
     def _tls_matches_url(self) -> Environment:
@@ -862,6 +915,45 @@ class Environment(Section):
             raise ValueError(
                 "hub.http_port redirects plain http to https and needs tls.enabled: true; "
                 "remove hub.http_port"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_fits_policy(self) -> Environment:
+        g = self.gpu
+        if self.cluster == "docker" and g.policy in ("exclusive", "shared") and not g.pool:
+            raise RuleError(
+                ("gpu", "pool"),
+                f"is empty, and gpu.policy {g.policy} hands out GPUs from it; list the "
+                "GPUs, e.g. pool: [0, 1, 2, 3]",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_swarm(self) -> Environment:
+        if self.cluster != "swarm":
+            return self
+        if self.gpu.policy not in ("none", "exclusive"):
+            raise RuleError(
+                ("gpu", "policy"),
+                f"got {self.gpu.policy!r} with cluster swarm; a swarm hands each GPU a node "
+                "advertises (node-generic-resources) to one server at a time: set gpu.policy: "
+                "exclusive (or none)",
+            )
+        if self.gpu.pool:
+            raise RuleError(
+                ("gpu", "pool"),
+                "set with cluster swarm, where the GPUs are the ones the nodes advertise "
+                "(node-generic-resources, set by `invoke host.prepare` on each GPU node): "
+                "remove gpu.pool",
+            )
+        if self.network.isolation:
+            raise RuleError(
+                ("network", "isolation"),
+                "is true with cluster swarm; hubops' firewall filters one host's bridge, and "
+                "overlay traffic between nodes never passes it, so user servers of a swarm "
+                "reach each other: set network.isolation: false to accept that (or use "
+                "cluster kubernetes, whose NetworkPolicy isolates them)",
             )
         return self
 
