@@ -28,7 +28,7 @@ from typing import Any
 from hubops_hub.labels import LABEL_HASH, LABEL_JH
 from pydantic import SecretStr
 
-from hubops import dockerhost, firewall, lock, network, tls
+from hubops import dockerhost, firewall, lock, network, swarm, tls
 from hubops import swap as swap_unit
 from hubops.backup import backup, list_backups, prune_backups, restore_command, restore_files
 from hubops.errors import BackupError, DeployError, HubopsError
@@ -254,7 +254,7 @@ def _firewall_change(
 
 
 def _apply_firewall(
-    host: Host, plan: Plan, settings: Environment, layout: Layout, progress: Progress
+    host: Host, plan: Plan, settings: Environment, layout: Layout | None, progress: Progress
 ) -> str:
     """Make or remove the firewall container. The old one is stopped first (its rules stay in
     the kernel: it never removes them), then the new one replaces the environment's chains in
@@ -270,6 +270,7 @@ def _apply_firewall(
             host, _spec(plan, "hub").image, firewall.remove_command(plan.environment)
         )
         return "firewall rules removed (network.isolation is false)"
+    assert layout is not None, "network.ensure gives a layout wherever isolation is on"
     spec = _firewall_spec(plan, settings, layout)
     snap = dockerhost.snapshot(
         host, read=[], images=[spec.image], containers=[], sums=[], files=None
@@ -431,8 +432,10 @@ def _deploy(
     if interrupted(snap, plan, settings):
         recovered = recover(host, files, plan, settings, health_timeout, progress)
         snap = take_snapshot(host, plan, settings, files)
+    if settings.cluster == "swarm":
+        swarm.preflight(host, settings)
     proxy_now = snap.containers.get(_spec(plan, "proxy").name)
-    if proxy_now and dockerhost.is_running(proxy_now):
+    if proxy_now and dockerhost.is_running(proxy_now) and settings.cluster == "docker":
         broken = network.resolution_problem(host, plan, both=False)
         if broken:
             progress(f"repairing the network: {broken}")
@@ -442,9 +445,13 @@ def _deploy(
     problem = _tls_problem(settings, snap, host) or _disk_problem(files, settings)
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
-    layout, made = network.ensure(host, plan, settings.network.subnet)
-    recovered += made
-    plan = network.pinned(plan, layout)
+    layout: Layout | None = None
+    if settings.cluster == "swarm":  # the swarm's overlay: addresses are its own
+        recovered += swarm.ensure_network(host, plan)
+    else:
+        layout, made = network.ensure(host, plan, settings.network.subnet)
+        recovered += made
+        plan = network.pinned(plan, layout)
     changes = find_changes(host, plan, settings, config_text, secrets, snap, layout)
     result = DeployResult(plan.environment, plan.public_url, changes)
     result.done += recovered + [f"fetched {ref}" for ref in fetched]

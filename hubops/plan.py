@@ -61,6 +61,7 @@ PROXY_PIDS_LIMIT = 256
 HUB_PIDS_LIMIT = 1024
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
+SWARM_SPAWNER_CLASS = "hubops_hub.spawner.HubopsSwarmSpawner"
 AUTH_MODULE = "hubops_hub.auth"
 AUTH_CLASSES = {  # auth.type -> class in AUTH_MODULE (its section in the config)
     "gitlab": "HubopsGitLabOAuthenticator",
@@ -191,7 +192,7 @@ def hub_config(
         "cleanup_servers": False,
         "cleanup_proxy": False,
         "concurrent_spawn_limit": settings.hub.concurrent_spawn_limit,
-        "spawner_class": SPAWNER_CLASS,
+        "spawner_class": SWARM_SPAWNER_CLASS if settings.cluster == "swarm" else SPAWNER_CLASS,
     }
     traits: dict[str, dict[str, Any]] = {"JupyterHub": hub}
     secret_traits: dict[str, dict[str, str]] = {
@@ -238,6 +239,18 @@ def hub_config(
             "pids_limit": su.pids_limit,
         },
     }
+    if settings.cluster == "swarm":
+        # services: no host config; the same capabilities through the container spec (Docker
+        # 20.10's service API has no pids limit and no no-new-privileges)
+        del spawner["extra_host_config"]
+        swarm: dict[str, Any] = {
+            "extra_endpoint_spec": {"mode": "dnsrr"},  # no IPVS needed, and none here
+            "extra_container_spec": {"cap_drop": ["ALL"], "cap_add": USER_CAPS},
+        }
+        if settings.swarm.user_data == "volume":
+            swarm["volume_driver"] = settings.swarm.volume_driver
+            swarm["volume_driver_options"] = dict(settings.swarm.volume_options)
+        traits["SwarmSpawner"] = swarm
     traits["DockerSpawner"] = spawner
     traits["HubopsSpawner"] = {
         "hubops_environment": env_name,
@@ -264,19 +277,20 @@ def hub_config(
     objects = {
         "DockerSpawner": {
             "escape": PyObject(module="hubops_hub.userdirs", name="escape_username"),
-            "pre_spawn_hook": PyObject(
-                module="hubops_hub.userdirs",
-                name="pre_spawn_hook",
-                args=[
-                    settings.paths.user_data_dir,
-                    USER_DIR_PREFIX,
-                    su.uid,
-                    su.gid,
-                    su.per_user_uid_start if su.host_uids == "per-user" else None,
-                ],
-            ),
         }
     }
+    if settings.cluster == "docker" or settings.swarm.user_data == "path":
+        objects["DockerSpawner"]["pre_spawn_hook"] = PyObject(
+            module="hubops_hub.userdirs",
+            name="pre_spawn_hook",
+            args=[
+                settings.paths.user_data_dir,
+                USER_DIR_PREFIX,
+                su.uid,
+                su.gid,
+                su.per_user_uid_start if su.host_uids == "per-user" else None,
+            ],
+        )
     return HubConfig(
         environment=env_name,
         secrets_dir=HUB_SECRETS_DIR,
@@ -336,8 +350,11 @@ def _authenticator(settings: Environment) -> tuple[dict[str, Any], dict[str, str
 def user_volumes(settings: Environment) -> dict[str, Any]:
     """The user's own directory (read-write) and the shared data directory (read-only)."""
     su, paths = settings.singleuser, settings.paths
+    own = f"{paths.user_data_dir}/{USER_DIR_PREFIX}{{username}}"
+    if settings.cluster == "swarm" and settings.swarm.user_data == "volume":
+        own = f"{USER_DIR_PREFIX}{{username}}"  # a named volume, made by the volume driver
     volumes: dict[str, Any] = {
-        f"{paths.user_data_dir}/{USER_DIR_PREFIX}{{username}}": {
+        own: {
             "bind": su.notebook_dir,
             "mode": "rw",
         }

@@ -1,4 +1,5 @@
-"""Plan -> files in build/<env>/: jupyterhub_config.py (Jinja2) and plan.json.
+"""Plan -> files in build/<env>/: jupyterhub_config.py (Jinja2) and plan.json; with cluster
+kubernetes, the chart's values.yaml instead (:func:`render_values`, from hubops.kubernetes).
 
 Templates only place values, and every value goes through one of three filters: ``py`` (plain
 data as a Python literal), ``ident`` (a dotted Python name) and ``comment`` (one line of text in
@@ -21,10 +22,12 @@ from typing import Any
 import jinja2
 
 from hubops.environments import LoadedEnvironment
+from hubops.kubernetes import values_yaml
 from hubops.plan import CONFIG_FILE, HubConfig, Plan, hub_config, plan
 
 BUILD_DIR = Path("build")
 PLAN_FILE = "plan.json"
+VALUES_FILE = "values.yaml"
 
 
 def _check_plain(value: Any) -> None:
@@ -136,6 +139,15 @@ def render(
         _write(out / PLAN_FILE, json.dumps(the_plan.model_dump(), indent=2) + "\n"),
     )
     return Rendered(directory=out, files=files, plan=the_plan)
+
+
+def render_values(repo_root: Path, env: LoadedEnvironment, revs: Mapping[str, str]) -> Path:
+    """cluster kubernetes: write build/<env>/values.yaml, the zero-to-jupyterhub chart's values
+    (no secret: they name the cluster's Secrets). The hub runs from the chart's image, so
+    there is no jupyterhub_config.py and no container plan to write."""
+    out = repo_root / BUILD_DIR / env.name
+    out.mkdir(parents=True, exist_ok=True)
+    return _write(out / VALUES_FILE, values_yaml(env.name, env.settings, revs))
 
 
 def _write(path: Path, text: str) -> Path:

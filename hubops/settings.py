@@ -497,6 +497,131 @@ class SwarmSettings(Section):
         return self
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_QUANTITY = re.compile(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|Pi)")
+KubeLabel = Annotated[
+    str,
+    _matching(
+        _DNS_LABEL,
+        "a Kubernetes name: lower-case letters, digits and '-', starting and ending with a "
+        "letter or digit, at most 53 characters (e.g. jupyterhub)",
+    ),
+]
+KubeName = Annotated[
+    str,
+    _matching(
+        _DNS_NAME,
+        "a Kubernetes object name: lower-case letters, digits, '-' and '.', starting and "
+        "ending with a letter or digit (e.g. hubops-oauth)",
+    ),
+]
+Quantity = Annotated[
+    str, _matching(_QUANTITY, "a storage size in Kubernetes units, e.g. 10Gi, 500Mi or 1Ti")
+]
+
+
+class KubernetesSettings(Section):
+    context: str | None = Field(
+        None,
+        description="The kubectl context of the cluster (`kubectl config get-contexts -o "
+        "name`); required with cluster kubernetes, so that a deploy never goes to whichever "
+        "context happens to be current.",
+    )
+    namespace: KubeLabel = Field("jupyterhub", description="Namespace of the Helm release.")
+    release: KubeLabel = Field("jupyterhub", description="Name of the Helm release.")
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
+        "LoadBalancer",
+        description="Type of the chart's proxy-public Service, which serves public_url.",
+    )
+    tls_secret: KubeName | None = Field(
+        None,
+        description="A kubernetes.io/tls Secret in the namespace (keys tls.crt and tls.key) "
+        "that the proxy serves https with; unset: plain http (or TLS ends in front of the "
+        "cluster). The key stays in the cluster, never in values.yaml.",
+    )
+    oauth_secret: KubeName = Field(
+        "hubops-oauth",
+        description="Secret in the namespace whose key oauth_client_secret holds the OAuth "
+        "client secret; the hub reads it as OAUTH_CLIENT_SECRET, and values.yaml only names it.",
+    )
+    image_pull_secret: KubeName | None = Field(
+        None,
+        description="A kubernetes.io/dockerconfigjson Secret in the namespace that the nodes "
+        "pull registry.url's images with; unset: the registry needs no login to pull.",
+    )
+    storage_capacity: Quantity = Field(
+        "10Gi", description="Size of each user's volume (one PersistentVolumeClaim per user)."
+    )
+    storage_class: KubeName | None = Field(
+        None,
+        description="StorageClass of the users' volumes; unset: the cluster's default class.",
+    )
+    shared_data_claim: KubeName | None = Field(
+        None,
+        description="An existing PersistentVolumeClaim in the namespace that every user "
+        "sees read-only at singleuser.shared_data_mount; unset: none.",
+    )
+    db: Literal["sqlite-pvc", "postgres"] = Field(
+        "sqlite-pvc",
+        description="The hub's database: sqlite-pvc (SQLite on a volume of its own) or "
+        "postgres (db_url).",
+    )
+    db_capacity: Quantity = Field("1Gi", description="sqlite-pvc: size of the hub's volume.")
+    db_url: str | None = Field(
+        None,
+        description="postgres: postgresql://USER@HOST:PORT/DB, without the password "
+        "(db_password_secret holds it).",
+    )
+    db_password_secret: KubeName | None = Field(
+        None,
+        description="postgres: Secret in the namespace whose key db_password holds the "
+        "database password; the hub reads it as PGPASSWORD.",
+    )
+
+    @model_validator(mode="after")
+    def _db_fits(self) -> KubernetesSettings:
+        if self.db == "postgres":
+            if self.db_url is None:
+                raise RuleError(
+                    ("kubernetes", "db"),
+                    "is postgres but kubernetes.db_url is not set; give "
+                    "postgresql://USER@HOST:PORT/DB (the password goes in the Secret "
+                    "kubernetes.db_password_secret), or set kubernetes.db: sqlite-pvc",
+                )
+            parts = urlsplit(self.db_url)
+            if parts.password is not None:  # checked first: the message must not show it
+                raise RuleError(
+                    ("kubernetes", "db_url"),
+                    "holds a password, which would end up in values.yaml; remove it from the "
+                    "URL and put it in the Secret kubernetes.db_password_secret (key "
+                    "db_password)",
+                )
+            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+                raise RuleError(
+                    ("kubernetes", "db_url"),
+                    f"got {self.db_url!r}; expected postgresql://USER@HOST:PORT/DB",
+                )
+        elif self.db_url is not None or self.db_password_secret is not None:
+            raise RuleError(
+                ("kubernetes", "db_url" if self.db_url is not None else "db_password_secret"),
+                "is set, but kubernetes.db is sqlite-pvc; set kubernetes.db: postgres, or "
+                "remove it",
+            )
+        return self
+
+
+class Toleration(Section):
+    key: str | None = Field(None, description="Taint key, e.g. nvidia.com/gpu (unset: any).")
+    operator: Literal["Equal", "Exists"] = Field(
+        "Equal", description="Equal (the taint's value is value) or Exists (any value)."
+    )
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate (unset: all)."
+    )
+
+
 class Profile(Section):
     groups: list[GroupName] = Field(
         default_factory=list,
@@ -527,6 +652,11 @@ class Profile(Section):
         default_factory=dict,
         description="cluster swarm and kubernetes: run these servers only on nodes with these "
         "labels, e.g. {gpu: a100} (swarm: node.labels.gpu==a100; kubernetes: nodeSelector).",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="cluster kubernetes: node taints these servers tolerate, e.g. GPU nodes "
+        "tainted nvidia.com/gpu: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}].",
     )
 
 
@@ -902,6 +1032,11 @@ class Environment(Section):
     swarm: SwarmSettings = Field(
         default_factory=SwarmSettings, description="cluster swarm: user data across nodes."
     )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings,
+        description="cluster kubernetes: the cluster, the Helm release and the cluster's own "
+        "resources (Secrets, storage) that the chart's values refer to.",
+    )
 
     @model_validator(mode="after")
     def _tls_matches_url(self) -> Environment:
@@ -955,6 +1090,18 @@ class Environment(Section):
                 "reach each other: set network.isolation: false to accept that (or use "
                 "cluster kubernetes, whose NetworkPolicy isolates them)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_kubernetes(self) -> Environment:
+        if self.cluster != "kubernetes":
+            return self
+        # imported here: hubops.kubernetes reads this module's classes
+        from hubops.kubernetes import misfit
+
+        problem = misfit(self)
+        if problem is not None:
+            raise RuleError(*problem)
         return self
 
     @model_validator(mode="after")

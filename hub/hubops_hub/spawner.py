@@ -13,7 +13,8 @@ import html
 import time
 from typing import Any
 
-from dockerspawner import DockerSpawner
+from docker.types import DriverConfig, Mount
+from dockerspawner import DockerSpawner, SwarmSpawner
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
@@ -112,7 +113,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             )
         max_gpus = int(profile.get("max_gpus", 0))
         if max_gpus > 0 and self.policy.name in ("exclusive", "shared", "pinned"):
-            free, total = free_count(self.policy, await self.holdings())
+            free, total = await self.free_gpus()
             default = self._default_count()
             counts = "".join(
                 f'<option value="{n}"{" selected" if n == default else ""}>{n}</option>'
@@ -174,6 +175,10 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
                 )
             )
         return out
+
+    async def free_gpus(self) -> tuple[int, int]:
+        """(free, total) GPUs for this user's profile, for the spawn form."""
+        return free_count(self.policy, await self.holdings())
 
     # --- spawning --------------------------------------------------------------------------
 
@@ -287,10 +292,192 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         status = await super().poll()
         max_age = int(self.profile().get("max_age") or 0)
         if status is None and max_age and self.container_id:
-            info = await self.docker("inspect_container", self.container_id)
-            started = int((info.get("Config", {}).get("Labels") or {}).get(LABEL_STARTED, 0))
+            started = int((await self.object_labels()).get(LABEL_STARTED, 0))
             if started and time.time() - started > max_age:
                 self.log.info("%s's server is older than %ss: stopping it", self.user.name, max_age)
                 await self.stop()
                 return 0
         return status
+
+    async def object_labels(self) -> dict[str, str]:
+        info = await self.docker("inspect_container", self.container_id)
+        return dict(info.get("Config", {}).get("Labels") or {})
+
+
+class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
+    """User servers as Docker Swarm services (cluster: swarm), on the attachable overlay
+    network, endpoint mode dnsrr (the hub reaches a server by its service name).
+
+    GPUs: the nodes advertise theirs as generic resources (node-generic-resources KIND=ID);
+    a server reserves ``count`` of its profile's ``gpu_kind`` and the swarm assigns them. The
+    NVIDIA runtime (the nodes' default runtime, swarm-resource DOCKER_RESOURCE_GPU) exposes
+    exactly the assigned devices. Who holds which GPU is read from the swarm's tasks.
+    """
+
+    def _kind(self) -> str:
+        return str(self.profile().get("gpu_kind") or "gpu")
+
+    async def holdings(self) -> list[Holding]:
+        services = await self.docker(
+            "services", filters={"label": f"{LABEL_ENV}={self.hubops_environment}"}
+        )
+        out = []
+        for service in services:
+            labels = service["Spec"].get("Labels") or {}
+            tasks = await self.docker(
+                "tasks", filters={"service": service["ID"], "desired-state": "running"}
+            )
+            gpus = tuple(
+                str(r["NamedResourceSpec"]["Value"])
+                for t in tasks
+                for r in t.get("GenericResources") or []  # the assigned ones
+                if "NamedResourceSpec" in r
+            )
+            if gpus:
+                out.append(
+                    Holding(
+                        user=labels.get(LABEL_USER, "?"),
+                        server=labels.get(LABEL_SERVER, ""),
+                        gpus=gpus,
+                    )
+                )
+        return out
+
+    async def free_gpus(self) -> tuple[int, int]:
+        kind = self._kind()
+        nodes = await self.docker("nodes")
+        advertised = {
+            str(r["NamedResourceSpec"]["Value"])
+            for n in nodes
+            if (n.get("Status") or {}).get("State") == "ready"
+            and (n.get("Spec") or {}).get("Availability") == "active"
+            for r in ((n.get("Description") or {}).get("Resources") or {}).get("GenericResources")
+            or []
+            if "NamedResourceSpec" in r and r["NamedResourceSpec"].get("Kind") == kind
+        }
+        held = {g for h in await self.holdings() for g in h.gpus}
+        return len(advertised - held), len(advertised)
+
+    @property
+    def mounts(self) -> list[Mount]:
+        """SwarmSpawner's mounts, with named volumes (swarm.user_data: volume) as volume
+        mounts made by volume_driver (SwarmSpawner mounts every source as a bind)."""
+        out = []
+        for source, vol in self.volume_binds.items():
+            if source.startswith("/"):
+                out.append(
+                    Mount(
+                        target=vol["bind"],
+                        source=source,
+                        type="bind",
+                        read_only=vol["mode"] == "ro",
+                    )
+                )
+                continue
+            options = {
+                k: self.format_volume_name(v, self)
+                for k, v in (self.volume_driver_options or {}).items()
+            }
+            out.append(
+                Mount(
+                    target=vol["bind"],
+                    source=source,
+                    type="volume",
+                    read_only=vol["mode"] == "ro",
+                    driver_config=DriverConfig(
+                        name=self.volume_driver or "local", options=options or None
+                    ),
+                )
+            )
+        return out
+
+    async def create_object(self) -> Any:
+        count = getattr(self, "_gpu_count", self._default_count())
+        profile = self.profile()
+        kind = self._kind()
+        async with _ALLOCATION_LOCK:
+            holdings = await self.holdings()
+            mine = sum(
+                len(h.gpus) for h in holdings if h.user == self.user.name and h.server != self.name
+            )
+            limit = int(profile.get("max_gpus", 0))
+            if count and mine + count > limit and self.policy.name != "none":
+                raise GPURequestError(
+                    403,
+                    f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
+                    "stop another server first",
+                )
+            if count and self.policy.name == "none":
+                raise GPURequestError(403, "this hub hands out no GPUs (gpu.policy none)")
+            if count:
+                free, total = await self.free_gpus()
+                if count > free:
+                    raise GPURequestError(
+                        503,
+                        f"{count} GPU(s) of kind {kind} asked for, {free} of {total} free "
+                        "on the swarm's nodes right now; try fewer or later",
+                    )
+            self._gpu_ids = None if count else []
+            resources = dict(self.extra_resources_spec or {})
+            if count:
+                resources["generic_resources"] = {kind: count}
+            else:
+                resources.pop("generic_resources", None)
+            self.extra_resources_spec = resources
+            labels_wanted = profile.get("node_labels") or {}
+            placement = dict(self.extra_placement_spec or {})
+            placement["constraints"] = [
+                f"node.labels.{k}=={v}" for k, v in sorted(labels_wanted.items())
+            ] or None
+            self.extra_placement_spec = placement
+            create = dict(self.extra_create_kwargs or {})
+            container = dict(self.extra_container_spec or {})
+            if "user" in create:  # per-user uids (pre_spawn_hook): the container's user
+                container["user"] = create.pop("user")
+            labels = dict(create.get("labels") or {})
+            labels.update(
+                {
+                    LABEL_USER: self.user.name,
+                    LABEL_IMAGE: self.image,
+                    LABEL_SERVER: self.name,
+                    LABEL_STARTED: str(int(time.time())),
+                }
+            )
+            if count:
+                labels[LABEL_GPUS] = f"{kind}:{count}"
+            else:
+                labels.pop(LABEL_GPUS, None)
+            create["labels"] = labels
+            container["labels"] = labels
+            self.extra_create_kwargs = create
+            self.extra_container_spec = container
+            return await SwarmSpawner.create_object(self)
+
+    async def start_object(self) -> None:
+        """Wait until the task runs; fail at once when it was rejected or failed (SwarmSpawner
+        waits through a rejection until start_timeout), and after a short grace when no node
+        has the resources (the swarm would keep it pending until one frees up)."""
+        grace = time.monotonic() + 10
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"service {self.service_name} has no task")
+            status = task["Status"]
+            state = str(status["State"]).lower()
+            if state == "running":
+                return
+            err = str(status.get("Err") or "")
+            if state in {"failed", "rejected", "shutdown", "complete", "orphaned", "remove"}:
+                raise RuntimeError(
+                    f"{self.user.name}'s server did not start on the swarm: {state}: "
+                    f"{err or status.get('Message', '')}"
+                )
+            if state == "pending" and err and time.monotonic() > grace:
+                raise GPURequestError(
+                    503, f"no node of the swarm can run {self.user.name}'s server now: {err}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def object_labels(self) -> dict[str, str]:
+        service = await self.get_object()
+        return dict(((service or {}).get("Spec") or {}).get("Labels") or {})

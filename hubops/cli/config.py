@@ -11,6 +11,7 @@ from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
 from hubops.errors import HubopsError
 from hubops.reference import update_readme
 from hubops.render import render as render_env
+from hubops.render import render_values
 
 
 @task()
@@ -43,9 +44,14 @@ def check(c: Context, env: str | None = None, all: bool = False, strict: bool = 
 
 @task(help={"env": ENV_HELP})
 def render(c: Context, env: str | None = None) -> None:
-    """Write build/ENV/: jupyterhub_config.py and the deploy plan (no secrets)."""
+    """Write build/ENV/: jupyterhub_config.py and the deploy plan, or the chart's values.yaml
+    (cluster kubernetes); no secrets."""
     root = repo_root(c)
     report = check_env(root, resolve_env(c, env))
+    if report.env.settings.cluster == "kubernetes":
+        path = render_values(root, report.env, images.revisions(root))
+        echo(f"wrote {path.relative_to(root)}")
+        return
     rendered = render_env(root, report.env, images.revisions(root))
     for path in rendered.files:
         echo(f"wrote {path.relative_to(root)}")

@@ -19,6 +19,7 @@ from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
+from hubops.helm import deploy as helm_deploy
 from hubops.hosts import Host, LocalHost
 from hubops.prepare import prepare
 from hubops.push import digests_for_deploy, pushed_digests
@@ -68,6 +69,10 @@ def deploy(
     """Deploy the hub to the environment's host; roll back if it does not become healthy."""
     root = repo_root(c)
     name = resolve_env(c, env)
+    chosen = environments.load(root, name)
+    if chosen.settings.cluster == "kubernetes":  # the chart's release, with helm
+        echo(helm_deploy(root, chosen, images.revisions(root), dry_run=dry_run))
+        return
     rendered = _rendered(root, name, digests="none" if transfer else "required")
     loaded = environments.load(root, name)
     values = secrets.resolve(root, name, loaded.settings)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 HOOK = Path(__file__).with_name("hook.py")
 SMI = Path(__file__).with_name("nvidia_smi.py")
+RUNTIME = Path(__file__).with_name("runtime.py")
 SIMULATED_NAME = "hubops SIMULATED GPU"
 
 
@@ -56,6 +57,11 @@ def install(directory: Path, gpus: list[FakeGPU]) -> Path:
             source.read_text().replace("@INVENTORY@", str(directory / "inventory.json"))
         )
         target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    runtime = directory / "nvidia-container-runtime"
+    runtime.write_text(
+        RUNTIME.read_text().replace("@HOOK@", str(directory / "nvidia-container-runtime-hook"))
+    )
+    runtime.chmod(0o755)
     ctk = directory / "nvidia-ctk"
     ctk.write_text(
         "#!/bin/sh\necho 'NVIDIA Container Toolkit CLI version 1.17.0 (hubops SIMULATED)'\n"

@@ -13,8 +13,14 @@ import sys
 INVENTORY = "@INVENTORY@"
 
 
+# As the NVIDIA Container Toolkit with `swarm-resource = "DOCKER_RESOURCE_GPU"` in its
+# config.toml (what `invoke host.prepare` sets on a swarm GPU node): the GPUs a swarm task was
+# assigned (node-generic-resources) come first, before NVIDIA_VISIBLE_DEVICES.
+SWARM_RESOURCE = "DOCKER_RESOURCE_GPU"
+
+
 def visible(env, gpus):
-    value = env.get("NVIDIA_VISIBLE_DEVICES", "")
+    value = env.get(SWARM_RESOURCE) or env.get("NVIDIA_VISIBLE_DEVICES", "")
     if value in ("", "void", "none"):
         return []
     if value == "all":

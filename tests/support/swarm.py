@@ -1,0 +1,227 @@
+"""A real Docker Swarm of this machine's engines: a manager and a worker, each a dockerd in a
+network namespace of its own, joined by a bridge in this machine's namespace.
+
+Swarm is never initialised on an engine that holds other deployments (Docker 20.10 breaks the
+name resolution of an engine's existing bridge networks when a swarm is initialised or left
+there), so the swarm gets engines of its own. Each runs in its own network namespace with
+iptables on: their rules stay in their namespaces and never meet the first engine's.
+
+- this machine: bridge ``hbsw<tag>`` at ``<block>.250.254``; the tests reach the hub at the
+  manager's address and the containers reach this machine's listeners (the OAuth provider)
+  there;
+- manager: ``<block>.250.1``, the node the hub deploys to (its socket is a file: LocalHost's
+  docker CLI reaches it with DOCKER_HOST);
+- worker: ``<block>.250.2``, a SIMULATED GPU node: it advertises 2 fake GPUs as swarm generic
+  resources (``node-generic-resources gpu=<UUID>``) and runs the simulated NVIDIA runtime as
+  its default runtime, the way `invoke host.prepare` sets up a real swarm GPU node.
+
+Overlay networks carry VXLAN between the two namespaces; the kernel has no IPVS, so services
+use endpoint mode dnsrr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from tests import gpusim
+from tests.support.labhost import _has_chain, free_block
+from tests.support.wait import wait_for
+
+SWARM_GPUS = gpusim.inventory(2)
+GPU_KIND = "gpu"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    docker_host: str
+    root: Path
+
+
+@dataclass(frozen=True)
+class TestSwarm:
+    __test__ = False  # not a test class (pytest collects Test*)
+
+    manager: Node
+    worker: Node
+    gateway: str  # this machine's address on the swarm's link: the nodes reach it
+    gpus: tuple[str, ...]  # the worker's advertised (SIMULATED) GPU UUIDs
+
+    @property
+    def nodes(self) -> tuple[Node, Node]:
+        return self.manager, self.worker
+
+    def client(self, node: Node | None = None) -> docker.DockerClient:
+        return docker.DockerClient(base_url=(node or self.manager).docker_host, timeout=120)
+
+    def load_images(self, refs: list[str]) -> None:
+        """Give every node these images from this machine's engine (no registry here)."""
+        for node in self.nodes:
+            save = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE)
+            subprocess.run(
+                ["docker", "load", "--quiet"],
+                stdin=save.stdout,
+                env={**os.environ, "DOCKER_HOST": node.docker_host},
+                check=True,
+                capture_output=True,
+            )
+            save.wait()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _in_ns(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, *args], check=True, capture_output=True)
+
+
+@contextmanager
+def test_swarm(root: Path, gpusim_dir: Path) -> Iterator[TestSwarm]:
+    """The two-node swarm, torn down (swarm left, daemons stopped, namespaces and links
+    removed) however the block ends."""
+    tag = uuid.uuid4().hex[:6]
+    block = free_block()
+    prefix = ".".join(str(block.network_address).split(".")[:2])
+    link = f"{prefix}.250"
+    bridge = f"hbsw{tag}"
+    sim = gpusim.install(gpusim_dir, SWARM_GPUS)
+    with ExitStack() as stack:
+        _ip("link", "add", bridge, "type", "bridge")
+        stack.callback(subprocess.run, ["ip", "link", "delete", bridge], check=False)
+        _ip("addr", "add", f"{link}.254/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        # bridged frames pass this machine's FORWARD chain (br_netfilter, which hubops'
+        # isolation needs), whose policy the first engine sets to DROP: let the nodes talk
+        rule = ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+        chain = "DOCKER-USER" if _has_chain("DOCKER-USER") else "FORWARD"
+        subprocess.run(["iptables", "-I", chain, *rule], check=True)
+        stack.callback(subprocess.run, ["iptables", "-D", chain, *rule], check=False)
+        nodes = []
+        for n, role in enumerate(("manager", "worker"), start=1):
+            ns = f"hbsw{tag}{role[0]}"
+            _ip("netns", "add", ns)
+            stack.callback(subprocess.run, ["ip", "netns", "delete", ns], check=False)
+            outer, inner = f"hbsw{tag}{role[0]}0", f"hbsw{tag}{role[0]}1"
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            stack.callback(subprocess.run, ["ip", "link", "delete", outer], check=False)
+            _ip("link", "set", outer, "master", bridge, "up")
+            _ip("link", "set", inner, "netns", ns)
+            _in_ns(ns, "ip", "addr", "add", f"{link}.{n}/24", "dev", inner)
+            _in_ns(ns, "ip", "link", "set", inner, "up")
+            _in_ns(ns, "ip", "link", "set", "lo", "up")
+            _in_ns(ns, "ip", "route", "add", "default", "via", f"{link}.254")
+            node_root = root / role
+            node_root.mkdir(parents=True)
+            config: dict[str, object] = {}
+            if role == "worker":
+                config = {
+                    "node-generic-resources": [f"{GPU_KIND}={g.uuid}" for g in SWARM_GPUS],
+                    "runtimes": {"nvidia": {"path": str(sim / "nvidia-container-runtime")}},
+                    "default-runtime": "nvidia",
+                }
+            pool = f"{prefix}.{n * 16}.0/20"  # each node's local networks (docker_gwbridge)
+            node = stack.enter_context(
+                _dockerd(ns, node_root, f"{role[0]}{tag}", config, pool, sim)
+            )
+            nodes.append(Node(role, f"{link}.{n}", node, node_root))
+        manager, worker = nodes
+        m = docker.DockerClient(base_url=manager.docker_host, timeout=120)
+        stack.callback(m.close)
+        m.swarm.init(
+            advertise_addr=manager.address,
+            listen_addr=f"{manager.address}:2377",
+            default_addr_pool=[f"{prefix}.128.0/18"],
+            subnet_size=24,
+        )
+        token = m.swarm.attrs["JoinTokens"]["Worker"]
+        w = docker.DockerClient(base_url=worker.docker_host, timeout=120)
+        stack.callback(w.close)
+        w.swarm.join(
+            remote_addrs=[f"{manager.address}:2377"],
+            join_token=token,
+            advertise_addr=worker.address,
+            listen_addr=f"{worker.address}:2377",
+        )
+        wait_for(
+            lambda: len([n for n in m.nodes.list() if n.attrs["Status"]["State"] == "ready"]) == 2,
+            60,
+            "both swarm nodes ready",
+        )
+        yield TestSwarm(manager, worker, f"{link}.254", tuple(g.uuid for g in SWARM_GPUS))
+        for client in (w, m):
+            try:
+                for service in client.services.list():
+                    service.remove()
+            except docker.errors.APIError:
+                pass
+        for client in (w, m):
+            with suppress(docker.errors.APIError):
+                client.swarm.leave(force=True)
+
+
+@contextmanager
+def _dockerd(
+    ns: str, root: Path, tag: str, config: dict[str, object], pool: str, sim: Path
+) -> Iterator[str]:
+    run = Path(f"/run/hubops-s{tag}")
+    run.mkdir(parents=True)
+    sock = run / "docker.sock"
+    (root / "daemon.json").write_text(json.dumps(config))
+    log = (root / "dockerd.log").open("a")
+    # nsenter --net only (not `ip netns exec`, which remounts /sys and hides the cgroups
+    # from dockerd); the mount namespace stays this machine's, so host paths are shared.
+    proc = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/run/netns/{ns}",
+            "dockerd",
+            f"--config-file={root / 'daemon.json'}",
+            f"--data-root={root / 'docker'}",
+            f"--exec-root={run / 'exec'}",
+            f"--pidfile={run / 'dockerd.pid'}",
+            f"--host=unix://{sock}",
+            f"--default-address-pool=base={pool},size=24",
+        ],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PATH": f"{sim}:{os.environ['PATH']}"},
+        start_new_session=True,
+    )
+    docker_host = f"unix://{sock}"
+    try:
+        wait_for(
+            lambda: docker.DockerClient(base_url=docker_host).ping(),
+            60,
+            f"the swarm test dockerd (log: {root / 'dockerd.log'})",
+        )
+        yield docker_host
+    finally:
+        try:
+            client = docker.DockerClient(base_url=docker_host)
+            for container in client.containers.list(all=True):
+                container.remove(force=True)
+            client.close()
+        except docker.errors.DockerException:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        subprocess.run(["umount", "-l", str(root / "docker")], capture_output=True)
+        shutil.rmtree(root / "docker", ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
