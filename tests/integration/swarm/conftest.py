@@ -187,4 +187,7 @@ def swarm_hub(
             d.deploy()
             yield d, provider
         finally:
+            if os.environ.get("HUBOPS_DUMP_HUB_LOG"):
+                hub = d.swarm.client().containers.get(f"hubops-{d.name}-hub")
+                Path(os.environ["HUBOPS_DUMP_HUB_LOG"]).write_bytes(hub.logs(timestamps=True))
             d.tear_down()
