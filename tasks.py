@@ -27,4 +27,5 @@ ns = Collection(
 ns.add_collection(Collection("host", prepare=deploy.host_prepare))
 ns.add_collection(Collection("db", backup=deploy.db_backup, restore=deploy.db_restore))
 ns.add_collection(Collection("tls", reload=deploy.tls_reload))
+ns.add_collection(Collection("swarm", migrate=deploy.swarm_migrate))
 ns.configure({"hubops": {"root": str(Path(__file__).resolve().parent)}})

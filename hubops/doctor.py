@@ -17,7 +17,7 @@ from cryptography import x509
 from hubops_hub.labels import LABEL_CUDA
 from hubops_hub.oidc import discovery_url
 
-from hubops import dockerhost, firewall, lock, network, tls
+from hubops import dockerhost, firewall, lock, network, swarm, tls
 from hubops.engine import MIN_API
 from hubops.hosts import Host, quote
 from hubops.plan import OAUTH_CA_FILE, Plan
@@ -113,7 +113,20 @@ def check_docker(ctx: Context) -> list[Check]:
         )
     else:
         checks.append(Check("default runtime", "ok", runtime))
-    if live_restore == "true":
+    if ctx.settings.cluster == "swarm":
+        checks.append(
+            Check(
+                "live restore",
+                "ok" if live_restore != "true" else "fail",
+                "off, as swarm mode needs"
+                if live_restore != "true"
+                else "on: dockerd refuses swarm mode with it",
+                ""
+                if live_restore != "true"
+                else f"invoke host.prepare --env {ctx.plan.environment}",
+            )
+        )
+    elif live_restore == "true":
         checks.append(
             Check("live restore", "ok", "user servers keep running when dockerd restarts")
         )
@@ -160,10 +173,62 @@ def check_network(ctx: Context) -> list[Check]:
     return [Check("network", "ok", "the hub and the proxy resolve each other (or do not run)")]
 
 
+def check_swarm(ctx: Context) -> list[Check]:
+    """cluster swarm: a manager, its nodes, and user data that every node sees the same."""
+    if ctx.settings.cluster != "swarm":
+        return [Check("swarm", "skip", f"cluster is {ctx.settings.cluster}")]
+    problem = swarm.manager_problem(ctx.host)
+    if problem:
+        return [Check("swarm", "fail", problem, "see the README, 'Scaling out'")]
+    found = swarm.nodes(ctx.host)
+    ready = [n for n in found if n.state == "ready" and n.availability == "active"]
+    kinds = sorted({f"{k} x{len(v)}" for n in ready for k, v in n.gpus.items()})
+    checks = [
+        Check(
+            "swarm",
+            "ok" if len(ready) == len(found) else "warn",
+            f"{len(ready)} of {len(found)} node(s) ready and active; GPUs advertised: "
+            f"{', '.join(kinds) or 'none'}",
+            "" if len(ready) == len(found) else "docker node ls (on this manager)",
+        )
+    ]
+    kind_problem = swarm.gpu_kind_problem(ctx.settings, found)
+    if kind_problem:
+        checks.append(Check("swarm GPUs", "fail", kind_problem))
+    if ctx.settings.swarm.user_data == "path" and ctx.probe_image:
+        path = ctx.settings.paths.user_data_dir
+        seen = swarm.shared_path_check(ctx.host, path, ctx.probe_image)
+        bad = {node: why for node, why in seen.items() if why != "ok"}
+        checks.append(
+            Check(
+                "shared user data",
+                "fail" if bad else "ok",
+                "; ".join(f"{node}: {why}" for node, why in sorted(bad.items()))
+                if bad
+                else f"every node ({len(seen)}) sees {path} as this host does",
+                f"mount {path} at the same place on every node (NFS), and load or pull "
+                "the images there"
+                if bad
+                else "",
+            )
+        )
+    return checks
+
+
 def check_isolation(ctx: Context) -> list[Check]:
     """The firewall that keeps user servers apart (hubops.firewall): its container applied
     the rules, on an engine where it can."""
     env = ctx.plan.environment
+    if ctx.settings.cluster == "swarm":
+        return [
+            Check(
+                "isolation",
+                "warn",
+                "cluster swarm: user servers on the overlay reach each other, the proxy's API "
+                "and the hub (no per-host firewall sees overlay traffic)",
+                "use cluster kubernetes (NetworkPolicy) where users must be kept apart",
+            )
+        ]
     if not ctx.settings.network.isolation:
         return [
             Check(
@@ -573,6 +638,7 @@ CHECKS: list[Callable[[Context], list[Check]]] = [
     check_docker,
     check_images,
     check_network,
+    check_swarm,
     check_isolation,
     check_lock,
     check_disk,

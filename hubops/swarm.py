@@ -250,7 +250,7 @@ def shared_path_check(host: Host, path: str, image: str, timeout: float = 120) -
         import time
 
         deadline = time.monotonic() + timeout
-        names = {n.id: n.hostname for n in nodes(host) if n.state == "ready"}
+        names = {n.id: f"{n.hostname} ({n.id[:8]})" for n in nodes(host) if n.state == "ready"}
         result: dict[str, str] = {}
         while time.monotonic() < deadline:
             ids = host.run(quote("docker", "service", "ps", "--quiet", name)).stdout.split()

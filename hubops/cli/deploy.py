@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hubops import backup as backups
-from hubops import environments, images, secrets
+from hubops import environments, images, secrets, swarm
 from hubops.build import build as build_images
 from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
@@ -21,6 +21,7 @@ from hubops.errors import HubopsError
 from hubops.gpu_report import holders
 from hubops.helm import deploy as helm_deploy
 from hubops.hosts import Host, LocalHost
+from hubops.migrate import Side, migrate
 from hubops.prepare import prepare
 from hubops.push import digests_for_deploy, pushed_digests
 from hubops.render import Rendered, render
@@ -106,6 +107,52 @@ def deploy(
     echo(f"JupyterHub is up: {result.public_url}")
 
 
+@task(
+    help={
+        "env": "The new environment (cluster: swarm) on the same host.",
+        "from_": "The single-host environment (cluster: docker) that moves.",
+        "transfer": "Bring the images over SSH instead of pulling them from the registry.",
+        "timeout": "Seconds the new hub may take to become healthy.",
+    }
+)
+def swarm_migrate(
+    c: Context,
+    env: str | None = None,
+    from_: str | None = None,
+    transfer: bool = False,
+    timeout: int = 120,
+) -> None:
+    """Move a single-host lab to a swarm on the same host: DB, cookie secret, user files."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    if not from_:
+        raise HubopsError("swarm.migrate: --from names the single-host environment that moves")
+    old_env = environments.load(root, from_)
+    new_env = environments.load(root, name)
+    old_r = _rendered(root, from_, strict=False, digests="none")
+    new_r = _rendered(root, name, digests="none" if transfer else "required")
+    values = secrets.resolve(root, name, new_env.settings)
+    with open_host(root, new_env) as host:
+        result = migrate(
+            host,
+            Side(from_, old_env.settings, old_r.plan),
+            Side(name, new_env.settings, new_r.plan),
+            (new_r.directory / "jupyterhub_config.py").read_text(),
+            dict(values),
+            image_fetcher(new_env, values, transfer),
+            progress=lambda m: console.print(f"[bold]migrate[/] {m}"),
+            health_timeout=timeout,
+        )
+    echo(
+        [
+            f"{from_} -> {name}: backup {result.backup or '(no DB yet)'}",
+            f"  stopped {len(result.stopped)} container(s), copied {len(result.copied)} item(s)",
+            f"  removed {len(result.removed)} old container(s) and network",
+            f"JupyterHub is up on the swarm: {new_env.settings.public_url}",
+        ]
+    )
+
+
 @task(help={"env": ENV_HELP})
 def tls_reload(c: Context, env: str | None = None) -> None:
     """Serve the renewed certificate: restart the proxy, then the hub (servers keep running)."""
@@ -177,6 +224,9 @@ def gpus(c: Context, env: str | None = None) -> None:
     root = repo_root(c)
     name = resolve_env(c, env)
     loaded = environments.load(root, name)
+    if loaded.settings.cluster == "swarm":
+        _swarm_gpus(root, name, loaded)
+        return
     with open_host(root, loaded) as host:
         found = holders(host, name)
     g = loaded.settings.gpu
@@ -193,6 +243,25 @@ def gpus(c: Context, env: str | None = None) -> None:
     held = {gpu for h in found for gpu in h.gpus}
     if g.pool:
         echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
+
+
+def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:
+    """cluster swarm: the holdings from the swarm's tasks, and what the nodes advertise."""
+    with open_host(root, loaded) as host:
+        found = swarm.holders(host, name)
+        nodes = swarm.nodes(host)
+    table = Table(title=f"GPUs of {name}: swarm generic resources")
+    for column in ("user", "server", "GPUs", "node", "since", "image", "state"):
+        table.add_column(column, overflow="fold")
+    for h in found:
+        since = h.since.strftime("%Y-%m-%d %H:%M %Z") if h.since else "?"
+        table.add_row(h.user, h.server, ", ".join(h.gpus), h.node, since, h.image, h.state)
+    Console().print(table)
+    held = {gpu for h in found for gpu in h.gpus}
+    for node in nodes:
+        for kind, ids in sorted(node.gpus.items()):
+            free = len([x for x in ids if x not in held])
+            echo(f"{node.hostname} ({node.role}): {free} of {len(ids)} {kind} free")
 
 
 @task(help={"env": ENV_HELP, "keep": "How many backups to keep (older ones are removed)."})

@@ -47,7 +47,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(f"{what}: {seconds:.2f} s")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def swarm(
     tmp_path_factory: pytest.TempPathFactory, built: dict[str, object]
 ) -> Iterator[TestSwarm]:
@@ -129,13 +129,20 @@ class SwarmDeployment:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def swarm_env(checkout: Checkout, root: Path, s: TestSwarm, extra: str = "") -> SwarmDeployment:
+def swarm_env(
+    checkout: Checkout,
+    root: Path,
+    s: TestSwarm,
+    extra: str = "",
+    cluster: str = "swarm",
+    port: int | None = None,
+) -> SwarmDeployment:
     name = f"s{uuid.uuid4().hex[:6]}"
-    port = free_port()
+    port = port or free_port()
     checkout.write_env(
         name,
         "extends: local.yaml\n"
-        "cluster: swarm\n"
+        f"cluster: {cluster}\n"
         f"public_url: http://{s.manager.address}:{port}\n"
         f"hub:\n  bind_address: 0.0.0.0\n  port: {port}\n"
         f"paths:\n  config_dir: {root}/etc\n  data_dir: {root}/srv\n"
