@@ -26,8 +26,10 @@ def login_to_lab(stack: Stack, user: str, timeout: float = READY_TIMEOUT) -> flo
     then opens JupyterLab (polling the lab instead would load the hub with requests that no
     browser makes).
     """
-    client = HubClient(stack.url)
-    client.session.get(client.url("/hub/login"), timeout=30)  # the form, as a browser has it
+    client = HubClient(stack.url, verify=stack.verify)
+    client.session.get(
+        client.url("/hub/login"), timeout=30, verify=stack.verify
+    )  # the form, as a browser has it
     start = time.monotonic()
     response = client.login(user, PASSWORD, timeout=timeout)
     if response.status_code != 200:
@@ -60,7 +62,7 @@ def wait_ready(client: HubClient, user: str, timeout: float) -> None:
 
 
 def admin(stack: Stack) -> HubClient:
-    client = HubClient(stack.url)
+    client = HubClient(stack.url, verify=stack.verify)
     response = client.login("admin", ADMIN_PASSWORD, next_url="/hub/home")
     assert response.status_code == 200, f"{stack.name}: admin login {response.status_code}"
     return client

@@ -172,6 +172,26 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
                 f"{_f(ratio(h['latency'][key], p['latency'][key]), 'x', 2)} |"
             )
         lines.append(f"| runs | {len(h['latency']['runs'])} | {len(p['latency']['runs'])} | |")
+    w = results.get("swarm", {})
+    if w.get("latency") and h.get("latency"):
+        lines += [
+            "",
+            "## Swarm (login to JupyterLab ready)",
+            "",
+            "hubops with `cluster: swarm` on a two-node swarm of this machine's engines (the "
+            "hub on the manager, servers as services; https, as a non-loopback hub needs), "
+            "next to hubops on a single host, in this run.",
+            "",
+            "| | single host | swarm | ratio |",
+            "|---|---|---|---|",
+        ]
+        for key in ("p50_s", "p95_s"):
+            lines.append(
+                f"| {key[:3]} | {_f(h['latency'][key], ' s', 2)} | "
+                f"{_f(w['latency'][key], ' s', 2)} | "
+                f"{_f(ratio(w['latency'][key], h['latency'][key]), 'x', 2)} |"
+            )
+        lines.append(f"| runs | {len(h['latency']['runs'])} | {len(w['latency']['runs'])} | |")
     t = results.get("plain_timeouts", {})
     lines += [
         "",

@@ -23,7 +23,7 @@ import docker
 
 from bench import measure
 from bench.report import write_report
-from bench.stacks import REPO, HubopsStack, PlainStack, Stack, wait_healthy
+from bench.stacks import REPO, HubopsStack, PlainStack, Stack, SwarmStack, wait_healthy
 from hubops import environments
 from hubops.engine import ensure_docker, local_client
 from hubops.hosts import LocalHost
@@ -117,6 +117,18 @@ def stack_figures(stack: Stack, runs: int, sizes: list[int]) -> dict[str, Any]:
         stack.stop()
 
 
+def swarm_figures(stack: Stack, runs: int) -> dict[str, Any]:
+    """Login to JupyterLab ready on the swarm (the figure to set next to the single host's,
+    measured in the same run)."""
+    stack.start()
+    try:
+        measure.stop_all(stack)
+        latency = measure.spawn_latency(stack, runs, "w")
+        return {"latency": {"runs": latency.runs, "p50_s": latency.p50, "p95_s": latency.p95}}
+    finally:
+        stack.stop()
+
+
 def concurrent_only(stack: Stack, sizes: list[int], tag: str) -> list[dict[str, Any]]:
     stack.start()
     try:
@@ -178,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
         "--sizes", default=None, help="concurrent logins to measure, e.g. 1,10,30,50"
     )
     parser.add_argument(
-        "--stacks", default="hubops,plain", help="which setups to run (hubops, plain)"
+        "--stacks",
+        default="hubops,plain,swarm",
+        help="which setups to run (hubops, plain, swarm: hubops on a two-node swarm of this "
+        "machine's engines, login latency only)",
     )
     parser.add_argument("--no-images", action="store_true", help="skip the image figures")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold builds only")
@@ -197,7 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
     sizes = sizes or ([1, 10] if args.quick else [1, 10, 30, 50])
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    factories = {"hubops": partial(HubopsStack, extra_config=args.experiment), "plain": PlainStack}
+    factories = {
+        "hubops": partial(HubopsStack, extra_config=args.experiment),
+        "plain": PlainStack,
+        "swarm": partial(SwarmStack, extra_config=args.experiment),
+    }
     results["experiment"] = args.experiment
     hubops_timeout = environments.load(REPO, "local").settings.singleuser.start_timeout
     try:
@@ -206,7 +225,10 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.stacks.split(","):
             stack = factories[name](client)
             print(f"== {stack.name}", flush=True)
-            results[stack.name] = stack_figures(stack, runs, sizes)
+            if name == "swarm":
+                results[stack.name] = swarm_figures(stack, runs)
+            else:
+                results[stack.name] = stack_figures(stack, runs, sizes)
             (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
         plain = results.get("plain", {}).get("concurrent", [])
         failed = [c["users"] for c in plain if c["failures"]]

@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import tarfile
+import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from hubops.engine import BUILD_NETWORK
 from hubops.hosts import LocalHost
 from hubops.render import render
 from hubops.target import image_fetcher
+from tests.support.swarm import TestSwarm, test_swarm
+from tests.support.tls import write_cert
 
 REPO = Path(__file__).resolve().parent.parent
 PLAIN = Path(__file__).resolve().parent / "plain"
@@ -47,11 +53,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(url: str, timeout: float = 120) -> None:
+def wait_healthy(url: str, timeout: float = 120, verify: bool | str = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{url}/hub/health", timeout=2).status_code == 200:
+            if requests.get(f"{url}/hub/health", timeout=2, verify=verify).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -65,6 +71,8 @@ class Stack:
     client: docker.DockerClient
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(f"/tmp/hubops-bench-{uuid.uuid4().hex[:6]}"))
+
+    verify: bool | str = True  # what the clients check the hub's certificate against
 
     @property
     def url(self) -> str:
@@ -272,4 +280,77 @@ class PlainStack(Stack):
                 c.remove(force=True)
         for n in self.client.networks.list(names=[self.network]):
             n.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SwarmStack(HubopsStack):
+    """`local` with ``cluster: swarm``, deployed by hubops to a real two-node swarm of this
+    machine's engines (tests/support/swarm.py: a manager and a worker, each a dockerd in a
+    network namespace of its own): the hub and the proxy on the manager, user servers as
+    swarm services on either node. The hub listens on the manager's address, so it serves
+    https (a shared-password login is refused on a non-loopback address without TLS), with a
+    certificate for that address that the clients check."""
+
+    def __init__(self, client: docker.DockerClient, extra_config: str = "") -> None:
+        super().__init__(client, extra_config)
+        self.name = "swarm"
+        self._resources = ExitStack()
+        self.swarm: TestSwarm | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.swarm.manager.address if self.swarm else "127.0.0.1"
+        return f"https://{host}:{self.port}"
+
+    def start(self) -> None:
+        sim = Path(tempfile.mkdtemp(prefix="hubops-bench-swarmsim-"))
+        self._resources.callback(shutil.rmtree, sim, ignore_errors=True)
+        self.swarm = self._resources.enter_context(test_swarm(self.root / "swarm", sim))
+        cert, key = write_cert(
+            self.root / "tls",
+            datetime.now(timezone.utc) + timedelta(days=30),
+            ip=self.swarm.manager.address,
+        )
+        self.verify = str(cert)
+        data = self.env_data()
+        data.update(
+            cluster="swarm",
+            public_url=self.url,
+            hub={"bind_address": "0.0.0.0", "port": self.port},
+            tls={"enabled": True, "cert": str(cert), "key": str(key)},
+            network={"isolation": False},
+        )
+        data["paths"]["docker_socket"] = self.swarm.manager.docker_host.removeprefix("unix://")
+        self.set_env(data)
+        rendered = render(self.checkout, self.env(), images.revisions(REPO))
+        self.swarm.load_images(rendered.plan.images)
+        self.deploy()
+        wait_healthy(self.url, verify=self.verify)
+
+    def deploy(self) -> DeployResult:
+        assert self.swarm is not None
+        previous = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = self.swarm.manager.docker_host
+        try:
+            return super().deploy()
+        finally:
+            if previous is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = previous
+
+    def user_containers(self) -> list[Any]:
+        """The user services (the measurements wait until none is left)."""
+        if self.swarm is None:
+            return []
+        client = self.swarm.client()
+        try:
+            return list(
+                client.services.list(filters={"label": f"org.hubops.environment={self.env_name}"})
+            )
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._resources.close()  # the swarm, its engines and everything on them
         shutil.rmtree(self.root, ignore_errors=True)

@@ -57,6 +57,15 @@ def _problem(host: Host, files: Host, old: Side, new: Side) -> str | None:
         return f"{old.name} has cluster {old.settings.cluster}; it moves from cluster docker"
     if old.name == new.name:
         return "the old and the new environment must be two files (two names)"
+    where = [
+        (d.settings.ssh.host, d.settings.ssh.port) if d.settings.ssh else None for d in (old, new)
+    ]
+    if where[0] != where[1] or old.settings.paths.docker_socket != new.settings.paths.docker_socket:
+        return (
+            f"{old.name} and {new.name} are on different hosts or engines (ssh, "
+            "paths.docker_socket); the move is on one host, which becomes the swarm's first "
+            f"manager: give {new.name} the ssh and paths.docker_socket of {old.name}"
+        )
     problem = swarm.manager_problem(host) or swarm.gpu_kind_problem(new.settings, swarm.nodes(host))
     if problem:
         return problem

@@ -269,23 +269,25 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         host_config["auto_remove"] = False
         self.extra_host_config = host_config
         create = dict(self.extra_create_kwargs or {})
-        labels = dict(create.get("labels") or {})
-        labels.update(
-            {
-                LABEL_USER: self.user.name,
-                LABEL_IMAGE: self.image,
-                LABEL_SERVER: self.name,
-                LABEL_STARTED: str(int(time.time())),
-            }
-        )
-        if ids is None:
-            labels[LABEL_GPUS] = "all"
-        elif ids:
-            labels[LABEL_GPUS] = ",".join(ids)
-        else:
-            labels.pop(LABEL_GPUS, None)  # no GPU: no label, so the server holds nothing
-        create["labels"] = labels
+        gpus = "all" if ids is None else ",".join(ids)
+        create["labels"] = self.server_labels(create.get("labels") or {}, gpus)
         self.extra_create_kwargs = create
+
+    def server_labels(self, labels: dict[str, str], gpus: str) -> dict[str, str]:
+        """``labels`` plus who runs the server, from which image, since when, and ``gpus``
+        (what it holds; none: no label, so the server holds nothing)."""
+        out = {
+            **labels,
+            LABEL_USER: self.user.name,
+            LABEL_IMAGE: self.image,
+            LABEL_SERVER: self.name,
+            LABEL_STARTED: str(int(time.time())),
+        }
+        if gpus:
+            out[LABEL_GPUS] = gpus
+        else:
+            out.pop(LABEL_GPUS, None)
+        return out
 
     async def poll(self) -> Any:
         """Besides DockerSpawner's check: stop a server older than its group's max_age."""
@@ -434,19 +436,9 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
             container = dict(self.extra_container_spec or {})
             if "user" in create:  # per-user uids (pre_spawn_hook): the container's user
                 container["user"] = create.pop("user")
-            labels = dict(create.get("labels") or {})
-            labels.update(
-                {
-                    LABEL_USER: self.user.name,
-                    LABEL_IMAGE: self.image,
-                    LABEL_SERVER: self.name,
-                    LABEL_STARTED: str(int(time.time())),
-                }
+            labels = self.server_labels(
+                create.get("labels") or {}, f"{kind}:{count}" if count else ""
             )
-            if count:
-                labels[LABEL_GPUS] = f"{kind}:{count}"
-            else:
-                labels.pop(LABEL_GPUS, None)
             create["labels"] = labels
             container["labels"] = labels
             self.extra_create_kwargs = create

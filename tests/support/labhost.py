@@ -126,7 +126,7 @@ def second_engine(
         # engine's FORWARD policy drops bridged traffic it does not know, so let this engine's
         # containers talk to each other, and to nothing else.
         rule = ["-s", pool, "-d", pool, "-j", "ACCEPT"]
-        chain = "DOCKER-USER" if _has_chain("DOCKER-USER") else "FORWARD"
+        chain = "DOCKER-USER" if has_chain("DOCKER-USER") else "FORWARD"
         subprocess.run(["iptables", "-I", chain, *rule], check=True)
         cleanup.callback(subprocess.run, ["iptables", "-D", chain, *rule], check=False)
         log = cleanup.enter_context((root / "dockerd.log").open("a"))
@@ -148,7 +148,7 @@ def second_engine(
                 stderr=log,
                 start_new_session=True,
             )
-            cleanup.callback(_stop, containerd)
+            cleanup.callback(stop_process, containerd)
             wait_for(sock_c.exists, 30, f"containerd at {sock_c}")
             extra_args = (*extra_args, f"--containerd={sock_c}")
         args = [
@@ -200,7 +200,7 @@ class Engine:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process(self.proc)
             self.proc = None
 
     def restart(self) -> None:
@@ -209,11 +209,25 @@ class Engine:
         self.start()
 
 
-def _has_chain(name: str) -> bool:
+def load_images(docker_host: str, refs: list[str]) -> None:
+    """Give the engine at ``docker_host`` these images from this machine's engine (no
+    registry here): docker save | docker load."""
+    save = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["docker", "load", "--quiet"],
+        stdin=save.stdout,
+        env={**os.environ, "DOCKER_HOST": docker_host},
+        check=True,
+        capture_output=True,
+    )
+    save.wait()
+
+
+def has_chain(name: str) -> bool:
     return subprocess.run(["iptables", "-n", "-L", name], capture_output=True).returncode == 0
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)

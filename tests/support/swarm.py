@@ -34,7 +34,7 @@ from pathlib import Path
 import docker
 
 from tests import gpusim
-from tests.support.labhost import _has_chain, free_block
+from tests.support.labhost import free_block, has_chain, load_images, stop_process
 from tests.support.wait import wait_for
 
 SWARM_GPUS = gpusim.inventory(2)
@@ -68,15 +68,7 @@ class TestSwarm:
     def load_images(self, refs: list[str]) -> None:
         """Give every node these images from this machine's engine (no registry here)."""
         for node in self.nodes:
-            save = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE)
-            subprocess.run(
-                ["docker", "load", "--quiet"],
-                stdin=save.stdout,
-                env={**os.environ, "DOCKER_HOST": node.docker_host},
-                check=True,
-                capture_output=True,
-            )
-            save.wait()
+            load_images(node.docker_host, refs)
 
 
 def _nameservers() -> list[str]:
@@ -114,7 +106,7 @@ def test_swarm(root: Path, gpusim_dir: Path) -> Iterator[TestSwarm]:
         # bridged frames pass this machine's FORWARD chain (br_netfilter, which hubops'
         # isolation needs), whose policy the first engine sets to DROP: let the nodes talk
         rule = ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
-        chain = "DOCKER-USER" if _has_chain("DOCKER-USER") else "FORWARD"
+        chain = "DOCKER-USER" if has_chain("DOCKER-USER") else "FORWARD"
         subprocess.run(["iptables", "-I", chain, *rule], check=True)
         stack.callback(subprocess.run, ["iptables", "-D", chain, *rule], check=False)
         nodes = []
@@ -229,12 +221,7 @@ def _dockerd(
             client.close()
         except docker.errors.DockerException:
             pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         subprocess.run(["umount", "-l", str(root / "docker")], capture_output=True)
         shutil.rmtree(root / "docker", ignore_errors=True)

@@ -28,7 +28,7 @@ from tests.integration.deploy.conftest import (
     tear_down,
 )
 from tests.support.hub import HubClient
-from tests.support.labhost import Engine, second_engine
+from tests.support.labhost import Engine, load_images, second_engine
 from tests.support.wait import wait_for
 
 
@@ -65,15 +65,7 @@ def deployment(
     d = make_deployment(module_checkout, tmp_path_factory.mktemp("ef"), client)
     d.set("paths.docker_socket", e.docker_host.removeprefix("unix://"))
     plan, _ = d.rendered()
-    save = subprocess.Popen(["docker", "save", *plan.images], stdout=subprocess.PIPE)
-    subprocess.run(
-        ["docker", "load", "--quiet"],
-        stdin=save.stdout,
-        env={**os.environ, "DOCKER_HOST": e.docker_host},
-        check=True,
-        capture_output=True,
-    )
-    save.wait()
+    load_images(e.docker_host, plan.images)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCKER_HOST", e.docker_host)
         d.deploy()

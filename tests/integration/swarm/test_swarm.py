@@ -5,6 +5,8 @@ from the SIMULATED GPU worker's generic resources.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from hubops import swarm as swarm_mod
 from hubops.errors import DeployError
 from hubops.hosts import LocalHost
 from tests.integration.swarm.conftest import SwarmDeployment, swarm_env
+from tests.integration.verify.conftest import set_auth
 from tests.support.hub import HubClient
 from tests.support.oauth_provider import Provider
 from tests.support.swarm import TestSwarm
@@ -164,5 +167,95 @@ def test_a_gpu_kind_no_node_advertises_is_refused_in_one_line(
         assert not swarm.client().containers.list(
             filters={"label": f"org.hubops.environment={other.name}"}
         )
+    finally:
+        other.tear_down()
+
+
+def test_a_profile_pinned_to_node_labels_runs_only_on_a_node_with_them(
+    swarm_hub: tuple[SwarmDeployment, Provider],
+) -> None:
+    d, _ = swarm_hub
+    d.set(
+        "singleuser.profiles",
+        [
+            {"groups": ["ml-lab"], "max_gpus": 2, "node_labels": {"gpu": "a100"}},
+            {"groups": [], "max_gpus": 0},
+        ],
+    )
+    d.deploy()
+    manager = d.swarm.client()
+    worker_id = d.swarm.client(d.swarm.worker).info()["Swarm"]["NodeID"]
+
+    def label(*args: str) -> None:
+        subprocess.run(
+            ["docker", "node", "update", *args, worker_id],
+            env={**os.environ, "DOCKER_HOST": d.swarm.manager.docker_host},
+            check=True,
+            capture_output=True,
+        )
+
+    try:
+        alice = _login(d, "alice")
+        refused = alice.api("POST", "users/alice/server", json={"gpus": "0"})
+        events = alice.progress("alice") if refused.status_code == 202 else []
+        message = refused.text + " ".join(str(e.get("message", "")) for e in events)
+        assert "no node of the swarm can run alice's server now" in message, message
+        assert "no suitable node" in message, "the swarm's own reason is shown"
+        wait_for(lambda: not alice.api("GET", "users/alice").json().get("servers"), 60, "gone")
+        label("--label-add", "gpu=a100")
+        alice.start_server("alice", gpus="0")
+        where, _ = _task_container(d, "alice")
+        assert where == "worker", "the only node labelled gpu=a100"
+        service = manager.services.get(f"hubops-{d.name}-user-alice")
+        placement = service.attrs["Spec"]["TaskTemplate"]["Placement"]
+        assert placement["Constraints"] == ["node.labels.gpu==a100"]
+        alice.stop_server("alice")
+    finally:
+        label("--label-rm", "gpu")
+
+
+def test_user_data_in_named_volumes_made_by_the_volume_driver(
+    swarm: TestSwarm, swarm_hub: tuple[SwarmDeployment, Provider], tmp_path_factory
+) -> None:
+    """swarm.user_data: volume. The local driver with bind options stands in for NFS options
+    (type nfs, o addr=..., device :/export/...): the same driver and option path, {username}
+    filled in per user."""
+    d, provider = swarm_hub
+    root = tmp_path_factory.mktemp("swarm-volumes")
+    exports = root / "exports"
+    (exports / "carol").mkdir(parents=True)
+    os.chown(exports / "carol", 1000, 100)
+    other = swarm_env(
+        d.checkout,
+        root,
+        swarm,
+        "swarm:\n  user_data: volume\n  volume_driver: local\n"
+        f"  volume_options:\n    type: none\n    o: bind\n    device: {exports}/{{username}}\n",
+    )
+    set_auth(other.checkout, other.name, "gitlab", provider)
+    other.set("auth.allowed_users", ["carol"])
+    provider.client.redirect_uris.append(f"{other.url}/hub/oauth_callback")
+    try:
+        other.deploy()
+        carol = _login(other, "carol")
+        wait_for(lambda: carol.server_ready("carol"), 120, "carol's server")
+        wait_for(lambda: carol.lab_status("carol") == 200, 60, "carol's JupyterLab")
+        put = carol.contents(
+            "carol", "PUT", "in-volume.txt", json={"type": "file", "format": "text", "content": "v"}
+        )
+        assert put.status_code in (200, 201), put.text
+        assert (exports / "carol" / "in-volume.txt").read_text() == "v"
+        assert not (root / "users" / "jupyterhub-user-carol").exists(), "no host directory"
+        service = swarm.client().services.get(f"hubops-{other.name}-user-carol")
+        (mount,) = [
+            m
+            for m in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Mounts"]
+            if m["Target"] == "/home/jovyan/work"
+        ]
+        assert mount["Type"] == "volume"
+        assert mount["Source"] == "jupyterhub-user-carol"
+        options = mount["VolumeOptions"]["DriverConfig"]["Options"]
+        assert options["device"] == f"{exports}/carol"
+        carol.stop_server("carol")
     finally:
         other.tear_down()
