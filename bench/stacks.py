@@ -299,7 +299,8 @@ class SwarmStack(HubopsStack):
 
     @property
     def url(self) -> str:
-        host = self.swarm.manager.address if self.swarm else "127.0.0.1"
+        swarm = getattr(self, "swarm", None)  # None until start(), and in __init__
+        host = swarm.manager.address if swarm else "127.0.0.1"
         return f"https://{host}:{self.port}"
 
     def start(self) -> None:
