@@ -13,6 +13,7 @@ import io
 import os
 import secrets
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -28,7 +29,7 @@ import requests
 import yaml
 from pydantic import SecretStr
 
-from hubops import environments, images
+from hubops import environments, firewall, images
 from hubops.build import build as build_images
 from hubops.deploy import DeployResult, deploy
 from hubops.engine import BUILD_NETWORK
@@ -168,6 +169,8 @@ class HubopsStack(Stack):
             c.remove(force=True)
         for n in self.client.networks.list(names=[f"hubops-{self.env_name}"]):
             n.remove()
+        # the firewall's rules outlive its container (as on a real host): take them out
+        subprocess.run(["sh", "-c", firewall.remove_command(self.env_name)], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
