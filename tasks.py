@@ -23,6 +23,8 @@ ns = Collection(
     deploy.up,
     deploy.doctor,
     deploy.gpus,
+    deploy.status,
+    deploy.logs,
 )
 ns.add_collection(Collection("host", prepare=deploy.host_prepare))
 ns.add_collection(Collection("db", backup=deploy.db_backup, restore=deploy.db_restore))

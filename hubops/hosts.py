@@ -6,10 +6,14 @@ Remote steps are functions that take a :class:`Host`, so they run the same on th
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hubops.errors import CommandError
 
@@ -57,6 +61,40 @@ class LocalHost:
         if check and not result.ok:
             raise CommandError(self.name, result)
         return result
+
+    def stream(self, command: str, sink: Callable[[bytes], object]) -> int:
+        return stream_local(command, sink)
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """A host that can hand a command's output over as it comes (``invoke logs --follow``)."""
+
+    def stream(self, command: str, sink: Callable[[bytes], object]) -> int: ...
+
+
+def stream_local(command: str, sink: Callable[[bytes], object]) -> int:
+    """``command`` here, its stdout and stderr to ``sink`` as they come; its exit status. When
+    the reader stops (an exception from ``sink``, Ctrl-C), the command's whole process group
+    is stopped with it (a `docker logs --follow` would run on otherwise)."""
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout
+    try:
+        for chunk in iter(lambda: os.read(out.fileno(), 1 << 16), b""):
+            sink(chunk)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        out.close()
 
 
 def quote(*words: str) -> str:

@@ -11,7 +11,7 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -125,6 +125,26 @@ class SSHHost:
         finally:
             channel.close()
         return Result(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def stream(self, command: str, sink: Callable[[bytes], object]) -> int:
+        """``command`` there, its output to ``sink`` as it comes, until it ends (or the
+        caller is interrupted); its exit status."""
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHError(f"{self.name}: the SSH connection is closed")
+        channel = transport.open_session(timeout=30)
+        try:
+            channel.set_combine_stderr(True)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            while True:
+                select.select([channel], [], [], 0.5)
+                while channel.recv_ready():
+                    sink(channel.recv(1 << 16))
+                if channel.exit_status_ready() and not channel.recv_ready():
+                    return int(channel.recv_exit_status())
+        finally:
+            channel.close()
 
     def pipe_in(self, command: str, producer: list[str]) -> Result:
         """Run ``command`` there with the stdout of ``producer`` (a command here) on its stdin.

@@ -1,7 +1,10 @@
-"""Tasks on a hub host: up, deploy, host.prepare, doctor, db.backup, db.restore."""
+"""Tasks on a hub host: up, deploy, host.prepare, doctor, gpus, status, logs, db.backup,
+db.restore, tls.reload, swarm.migrate."""
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from invoke.context import Context
@@ -20,11 +23,12 @@ from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
 from hubops.helm import deploy as helm_deploy
-from hubops.hosts import Host, LocalHost
+from hubops.hosts import Host, LocalHost, Streaming
 from hubops.migrate import Side, migrate
 from hubops.prepare import prepare
 from hubops.push import digests_for_deploy, pushed_digests
 from hubops.render import Rendered, render
+from hubops.status import logs_command, read_status
 from hubops.target import image_fetcher, open_host
 
 console = Console(stderr=True)
@@ -262,6 +266,74 @@ def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -
         for kind, ids in sorted(node.gpus.items()):
             free = len([x for x in ids if x not in held])
             echo(f"{node.hostname} ({node.role}): {free} of {len(ids)} {kind} free")
+
+
+@task(help={"env": ENV_HELP})
+def status(c: Context, env: str | None = None) -> None:
+    """Show how the environment runs: hub health and version, users, servers (age, last
+    activity, GPUs), the last deploy and backup. Read-only, here or over SSH."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    rendered = _rendered(root, name, strict=False, digests="none")
+    with open_host(root, loaded) as host:
+        found = read_status(host, loaded.settings, rendered.plan)
+    now = datetime.now(timezone.utc)
+    echo(
+        [
+            f"{name} on {host.name}: hub {found.hub_state}, health {found.health}, "
+            f"JupyterHub {found.version}",
+            f"users {found.users if found.users is not None else '?'}, "
+            f"servers {len(found.servers)}, GPUs held {len(found.gpus_held)}",
+            f"last deploy {found.last_deploy or 'never'}, last backup "
+            f"{found.last_backup or 'none'}",
+        ]
+    )
+    if found.servers:
+        table = Table(title=f"servers of {name}")
+        for column in ("user", "server", "state", "age", "last activity", "GPUs", "container"):
+            table.add_column(column, overflow="fold")
+        for s in found.servers:
+            age = f"{(now - s.started).total_seconds() / 60:.0f} min" if s.started else "?"
+            table.add_row(
+                s.user, s.name, s.state, age, s.last_activity or "?", s.gpus or "-", s.container
+            )
+        Console().print(table)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "user": "Show this user's server instead of the hub.",
+        "role": "hub (default) or proxy.",
+        "follow": "Keep printing new lines until interrupted.",
+        "tail": "How many of the last lines to show first.",
+    }
+)
+def logs(
+    c: Context,
+    env: str | None = None,
+    user: str | None = None,
+    role: str = "hub",
+    follow: bool = False,
+    tail: int = 200,
+) -> None:
+    """Print the logs of the hub, the proxy or a user's server. Read-only, here or over SSH."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    rendered = _rendered(root, name, strict=False, digests="none")
+    command = logs_command(loaded.settings, rendered.plan, role, user, follow, tail)
+    out = sys.stdout.buffer
+    with open_host(root, loaded) as host:
+        if not isinstance(host, Streaming):
+            raise HubopsError(f"{host.name}: this host cannot stream a command's output")
+        try:
+            code = host.stream(command, lambda chunk: (out.write(chunk), out.flush()))
+        except KeyboardInterrupt:
+            return
+    if code != 0:
+        raise HubopsError(f"logs: `{command}` on {host.name} ended with exit status {code}")
 
 
 @task(help={"env": ENV_HELP, "keep": "How many backups to keep (older ones are removed)."})

@@ -96,3 +96,28 @@ def test_docs_check_fails_only_when_the_reference_is_stale(checkout: Checkout, s
         readme.write_text(readme.read_text().replace("| `hub.port` |", "| `hub.prt` |"))
     result = run_invoke(checkout, "docs", "--check")
     assert result.returncode == (1 if stale else 0), result.stdout + result.stderr
+
+
+def test_a_followed_local_command_streams_and_stops_with_its_reader() -> None:
+    """`invoke logs --follow` here: the first output arrives while the command still runs,
+    and the command is stopped when the reader stops."""
+    import os
+    import subprocess
+
+    from hubops.hosts import LocalHost
+
+    class Enough(Exception):
+        pass
+
+    got: list[bytes] = []
+
+    def sink(chunk: bytes) -> None:
+        got.append(chunk)
+        raise Enough
+
+    marker = f"sleep 30.{os.getpid()}"  # a command line no other process has
+    with pytest.raises(Enough):
+        LocalHost().stream(f"echo first; {marker}; echo never", sink)
+    assert got == [b"first\n"]
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == "", "the command's processes were stopped with the reader"
