@@ -22,6 +22,7 @@ from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
+from hubops.gpu_usage import read_usage
 from hubops.helm import deploy as helm_deploy
 from hubops.hosts import Host, LocalHost, Streaming
 from hubops.migrate import Side, migrate
@@ -233,17 +234,42 @@ def gpus(c: Context, env: str | None = None) -> None:
         return
     with open_host(root, loaded) as host:
         found = holders(host, name)
+        usage = read_usage(host)
     g = loaded.settings.gpu
     table = Table(
         title=f"GPUs of {name}: policy {g.policy}"
         + (f", pool {', '.join(g.pool)}" if g.pool else "")
     )
-    for column in ("user", "server", "GPUs", "since", "image", "state"):
+    for column in ("user", "server", "GPUs", "use", "memory", "processes", "since", "image"):
         table.add_column(column, overflow="fold")
     for h in found:
         since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
-        table.add_row(h.user, h.server, ", ".join(h.gpus), since, h.image, h.state)
+        ids = [x.index for x in usage.gpus] if h.gpus == ("all",) else list(h.gpus)
+        states = [usage.of(x) for x in ids]
+        use = ", ".join(
+            f"{s.utilization}%" if s and s.utilization is not None else "?" for s in states
+        )
+        memory = ", ".join(
+            f"{s.memory_used_mib} MiB" if s and s.memory_used_mib is not None else "?"
+            for s in states
+        )
+        procs = ", ".join(
+            f"{p.pid} ({p.container or 'host'})" for x in ids for p in usage.processes_on(x)
+        )
+        table.add_row(
+            h.user,
+            h.server,
+            ", ".join(h.gpus),
+            use if usage.gpus else "-",
+            memory if usage.gpus else "-",
+            procs or "-",
+            since,
+            h.image,
+        )
     Console().print(table)
+    strays = [p for p in usage.processes if p.container is None or p.user is None]
+    for p in strays:
+        echo(f"GPU {p.gpu_uuid}: pid {p.pid} ({p.process}) runs outside hubops' user servers")
     held = {gpu for h in found for gpu in h.gpus}
     if g.pool:
         echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")

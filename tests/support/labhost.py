@@ -77,6 +77,7 @@ class LabHost:
     client: docker.DockerClient
     root: Path
     deploy_user: str  # a user in the docker group, not root (as `hubops` in lab.yaml)
+    gpusim: Path | None = None  # the SIMULATED GPU host's files (tests/gpusim), if it is one
 
     def env_yaml(self, user: str | None = None) -> str:
         """The `ssh:` section of an environment that deploys to this host, as the non-root
@@ -360,4 +361,5 @@ def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
             client=client,
             root=root,
             deploy_user=user,
+            gpusim=path_prefix,
         )

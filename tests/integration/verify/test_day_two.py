@@ -4,16 +4,21 @@ deploy and backup) and `invoke logs` (hub, proxy, a user's server; --follow stre
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 
 import pytest
 
 from hubops.backup import backup
 from hubops.deploy import file_host
+from hubops.gpu_usage import read_usage
 from hubops.images import VERSIONS
 from hubops.status import logs_command, read_status
 from hubops.target import open_host
+from tests.integration.conftest import SIMULATED_GPUS
 from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.labhost import LabHost
 
 
 class _Enough(Exception):
@@ -86,3 +91,52 @@ def test_logs_follow_streams_lines_as_they_come(target: Target, alice: LoggedIn)
         thread.join(60)
     assert done.is_set(), "the follow printed nothing within 60 s"
     assert got
+
+
+def test_gpu_usage_maps_each_process_to_its_user_s_server(
+    target: Target, alice: LoggedIn, lab: LabHost
+) -> None:
+    """`invoke gpus`' usage columns: utilisation and memory per GPU and the processes on it,
+    read with nvidia-smi's query interface on the host (SIMULATED: the test says what the
+    fake NVML reports, usage.json), each host PID mapped to its container through the host's
+    /proc/<pid>/cgroup, for real."""
+    if lab.gpusim is None or target.provider is None:
+        pytest.skip("needs the suites' own deployment on the SIMULATED GPU host")
+    container = lab.client.containers.get(alice.container)
+    container.exec_run(["sleep", "600.5"], detach=True)
+    rows = container.top(ps_args="-eo pid,args")["Processes"]
+    (pid,) = [int(r[0]) for r in rows if r[1] == "sleep 600.5"]
+    gpu0, gpu1 = SIMULATED_GPUS[0].uuid, SIMULATED_GPUS[1].uuid
+    usage_file = lab.gpusim / "usage.json"
+    usage_file.write_text(
+        json.dumps(
+            {
+                "gpus": {gpu0: {"util": 73, "mem": 2048}},
+                "apps": [
+                    {"gpu_uuid": gpu0, "pid": pid, "used_memory": 2048, "process_name": "python"},
+                    {"gpu_uuid": gpu1, "pid": os.getpid(), "used_memory": 10},
+                ],
+            }
+        )
+    )
+    usage_file.chmod(0o644)
+    try:
+        with open_host(target.checkout_root, target.env) as host:
+            usage = read_usage(host)
+    finally:
+        usage_file.unlink()
+        container.exec_run(["pkill", "-f", "sleep 600.5"])
+    state = usage.of("0")
+    assert state is not None
+    assert state.uuid == gpu0
+    assert state.name == "hubops SIMULATED GPU"
+    assert state.utilization == 73
+    assert state.memory_used_mib == 2048
+    assert usage.of(gpu1) is not None
+    assert usage.of(gpu1).utilization == 0  # type: ignore[union-attr]
+    (mine,) = usage.processes_on("0")
+    assert mine.pid == pid
+    assert mine.container == alice.container
+    assert mine.user == "alice"
+    (other,) = usage.processes_on(gpu1)
+    assert other.container is None, "a process of the host itself is in no container"
