@@ -94,3 +94,26 @@ def test_start_up_costs_are_trimmed(image: BuiltImage, run_container: Runner) ->
         'a.load_config_file(); print(sorted(k for k, v in a.jpserver_extensions.items() if not v))"'
     )
     assert off == "['jupyter_lsp', 'notebook_shim']", f"turned off: {off}"
+
+
+def test_a_user_server_loads_no_orm(image: BuiltImage, run_container: Runner) -> None:
+    """The carried patch (singleuser/patches/, docs/upstream/): jupyterhub.singleuser and a
+    served app load neither JupyterHub's ORM nor SQLAlchemy nor Alembic. Fails when upstream
+    moves under the patch (the build then fails first, if it no longer applies) or a new
+    import path brings them back."""
+    host = run_container(image.pinned)
+    script = (
+        "import sys; import jupyterhub.singleuser; "
+        "from jupyterhub.singleuser.mixins import make_singleuser_app; "
+        "from jupyter_server.serverapp import ServerApp; make_singleuser_app(ServerApp); "
+        "import jupyterhub.log, jupyterhub.scopes, jupyterhub.utils, jupyterhub.services.auth; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic'}), "
+        "'jupyterhub.orm' in sys.modules)"
+    )
+    assert host.check_output(f'python3 -c "{script}"') == "[] False"
+    # the patched modules still do their work where the DB is there (the hub's side)
+    hub_side = host.check_output(
+        'python3 -c "import jupyterhub.scopes as s; '
+        'print(s.orm.User.__name__, s.sa.__name__, callable(s.roles.get_roles_for))"'
+    )
+    assert hub_side == "User sqlalchemy True"
