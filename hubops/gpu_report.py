@@ -19,6 +19,7 @@ class GPUHolder:
     since: datetime | None
     image: str
     state: str
+    node: str = ""  # cluster swarm: the node the server's task runs on
 
 
 def holders(host: Host, environment: str) -> list[GPUHolder]:

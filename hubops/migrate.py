@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hubops_hub.labels import LABEL_ENV, LABEL_ROLE
+from pydantic import SecretStr
 
 from hubops import firewall, swarm
 from hubops.backup import backup
@@ -111,7 +112,7 @@ def migrate(
     old: Side,
     new: Side,
     config_text: str,
-    secrets: dict[str, object],
+    secrets: dict[str, SecretStr],
     fetch_images: ImageFetcher,
     progress: Progress = lambda _: None,
     health_timeout: float = 120,
@@ -157,7 +158,7 @@ def migrate(
             new.plan,
             new.settings,
             config_text,
-            secrets,  # type: ignore[arg-type]
+            secrets,
             fetch_images,
             health_timeout=health_timeout,
             progress=progress,

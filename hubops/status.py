@@ -11,7 +11,15 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_JH, LABEL_ROLE, LABEL_STARTED, LABEL_USER
+from hubops_hub.labels import (
+    LABEL_ENV,
+    LABEL_GPUS,
+    LABEL_JH,
+    LABEL_ROLE,
+    LABEL_SERVER,
+    LABEL_STARTED,
+    LABEL_USER,
+)
 from hubops_hub.userdirs import escape_username
 
 from hubops import dockerhost
@@ -132,7 +140,7 @@ def _servers(
             name = str(item.get("Name", "")).lstrip("/")
             state = str(item.get("State", {}).get("Status", "?"))
         user = str(labels.get(LABEL_USER, "?"))
-        server = str(labels.get("org.hubops.server", ""))
+        server = str(labels.get(LABEL_SERVER, ""))
         out.append(
             Server(
                 user=user,

@@ -9,15 +9,18 @@ swarm's nodes and tasks.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
+from hubops_hub.gpus import advertised_gpus, assigned_gpus
 from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED, LABEL_USER
 
 from hubops import dockerhost
 from hubops.errors import DeployError
+from hubops.gpu_report import GPUHolder
 from hubops.hosts import Host, quote
 from hubops.plan import Plan
 from hubops.settings import Environment
@@ -66,18 +69,6 @@ def nodes(host: Host) -> list[NodeInfo]:
     found = json.loads(host.run(quote("docker", "node", "inspect", *ids), timeout=60).stdout)
     out = []
     for n in found:
-        gpus: dict[str, list[str]] = {}
-        resources = (n.get("Description") or {}).get("Resources") or {}
-        for r in resources.get("GenericResources") or []:
-            named = r.get("NamedResourceSpec")
-            if named:
-                gpus.setdefault(str(named["Kind"]), []).append(str(named["Value"]))
-            discrete = r.get("DiscreteResourceSpec")
-            if discrete:
-                kind = str(discrete["Kind"])
-                gpus.setdefault(kind, []).extend(
-                    f"{kind}#{i}" for i in range(int(discrete["Value"]))
-                )
         out.append(
             NodeInfo(
                 id=str(n["ID"]),
@@ -87,7 +78,7 @@ def nodes(host: Host) -> list[NodeInfo]:
                 availability=str((n.get("Spec") or {}).get("Availability", "")),
                 address=str((n.get("Status") or {}).get("Addr", "")),
                 labels=dict((n.get("Spec") or {}).get("Labels") or {}),
-                gpus={k: tuple(v) for k, v in gpus.items()},
+                gpus=advertised_gpus(n),
             )
         )
     return out
@@ -147,18 +138,7 @@ def ensure_network(host: Host, plan: Plan) -> list[str]:
     return [f"network {plan.network} (overlay, attachable)"]
 
 
-@dataclass(frozen=True)
-class SwarmHolder:
-    user: str
-    server: str
-    gpus: tuple[str, ...]
-    node: str
-    since: datetime | None
-    image: str
-    state: str
-
-
-def holders(host: Host, environment: str) -> list[SwarmHolder]:
+def holders(host: Host, environment: str) -> list[GPUHolder]:
     """Every user service of the environment that holds GPUs, from its running tasks."""
     services = host.run(
         quote(
@@ -194,26 +174,23 @@ def holders(host: Host, environment: str) -> list[SwarmHolder]:
             json.loads(host.run(quote("docker", "inspect", *task_ids)).stdout) if task_ids else []
         )
         for task in tasks:
-            gpus = tuple(
-                str(r["NamedResourceSpec"]["Value"])
-                for r in task.get("GenericResources") or []  # the assigned ones
-                if "NamedResourceSpec" in r
-            )
             started = labels.get(LABEL_STARTED)
             out.append(
-                SwarmHolder(
+                GPUHolder(
                     user=str(labels.get(LABEL_USER, "?")),
                     server=str(labels.get(LABEL_SERVER, "")) or "(default)",
-                    gpus=gpus,
-                    node=names.get(str(task.get("NodeID", "")), str(task.get("NodeID", ""))),
-                    since=datetime.fromtimestamp(int(started)).astimezone() if started else None,
+                    gpus=assigned_gpus(task),
+                    since=datetime.fromtimestamp(int(started), tz=timezone.utc)
+                    if started
+                    else None,
                     image=str(
                         ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
                     ),
                     state=str((task.get("Status") or {}).get("State", "")),
+                    node=names.get(str(task.get("NodeID", "")), str(task.get("NodeID", ""))),
                 )
             )
-    return sorted(out, key=lambda h: h.since.timestamp() if h.since else 0.0)
+    return sorted(out, key=lambda h: h.since or datetime.min.replace(tzinfo=timezone.utc))
 
 
 def shared_path_check(host: Host, path: str, image: str, timeout: float = 120) -> dict[str, str]:
@@ -247,8 +224,6 @@ def shared_path_check(host: Host, path: str, image: str, timeout: float = 120) -
             ),
             timeout=60,
         )
-        import time
-
         deadline = time.monotonic() + timeout
         names = {n.id: f"{n.hostname} ({n.id[:8]})" for n in nodes(host) if n.state == "ready"}
         result: dict[str, str] = {}

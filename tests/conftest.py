@@ -55,6 +55,23 @@ class Checkout:
     def read_env(self, name: str) -> str:
         return self.env_file(name).read_text(encoding="utf-8")
 
+    def set_setting(self, name: str, key: str, value: object) -> None:
+        """Set one setting of env `name`; `key` is a dotted path (``gpu.policy``), and None
+        takes the setting out."""
+        import yaml
+
+        path = self.env_file(name)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
     def edit_env(self, name: str, old: str, new: str, as_name: str | None = None) -> Path:
         """Write env `as_name` (default: `name`) as `name` with `old` replaced by `new`."""
         text = self.read_env(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 POLICIES = ("none", "all", "exclusive", "shared", "pinned")
 
@@ -114,3 +115,40 @@ def double_assigned(holdings: Iterable[Holding], capacity: int = 1) -> dict[str,
     """GPU -> servers, for every GPU held by more servers than ``capacity`` (should be {})."""
     load = Counter(gpu for h in holdings for gpu in h.gpus)
     return {gpu: n for gpu, n in load.items() if n > capacity}
+
+
+# --- Docker Swarm: GPUs as generic resources (cluster: swarm) ------------------------------
+
+
+def assigned_gpus(task: Mapping[str, Any]) -> tuple[str, ...]:
+    """The GPU IDs the swarm assigned to a task (the named generic resources in its
+    ``GenericResources``), as Docker puts them into DOCKER_RESOURCE_<KIND>."""
+    return tuple(
+        str(r["NamedResourceSpec"]["Value"])
+        for r in task.get("GenericResources") or []
+        if "NamedResourceSpec" in r
+    )
+
+
+def advertised_gpus(node: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Generic resource kind -> the IDs a swarm node advertises (node-generic-resources
+    KIND=ID); a kind advertised as a count only (KIND=N) gives KIND#0..N-1."""
+    out: dict[str, list[str]] = {}
+    resources = (node.get("Description") or {}).get("Resources") or {}
+    for r in resources.get("GenericResources") or []:
+        named = r.get("NamedResourceSpec")
+        if named:
+            out.setdefault(str(named["Kind"]), []).append(str(named["Value"]))
+        discrete = r.get("DiscreteResourceSpec")
+        if discrete:
+            kind = str(discrete["Kind"])
+            out.setdefault(kind, []).extend(f"{kind}#{i}" for i in range(int(discrete["Value"])))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def node_schedulable(node: Mapping[str, Any]) -> bool:
+    """A swarm node that takes new tasks: ready and active."""
+    return bool(
+        (node.get("Status") or {}).get("State") == "ready"
+        and (node.get("Spec") or {}).get("Availability") == "active"
+    )

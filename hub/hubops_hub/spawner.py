@@ -18,7 +18,16 @@ from dockerspawner import DockerSpawner, SwarmSpawner
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
-from hubops_hub.gpus import Holding, NoGPUAvailable, Policy, allocate, free_count
+from hubops_hub.gpus import (
+    Holding,
+    NoGPUAvailable,
+    Policy,
+    advertised_gpus,
+    allocate,
+    assigned_gpus,
+    free_count,
+    node_schedulable,
+)
 from hubops_hub.labels import (
     LABEL_ENV,
     LABEL_GPUS,
@@ -329,12 +338,7 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
             tasks = await self.docker(
                 "tasks", filters={"service": service["ID"], "desired-state": "running"}
             )
-            gpus = tuple(
-                str(r["NamedResourceSpec"]["Value"])
-                for t in tasks
-                for r in t.get("GenericResources") or []  # the assigned ones
-                if "NamedResourceSpec" in r
-            )
+            gpus = tuple(g for t in tasks for g in assigned_gpus(t))
             if gpus:
                 out.append(
                     Holding(
@@ -349,13 +353,7 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
         kind = self._kind()
         nodes = await self.docker("nodes")
         advertised = {
-            str(r["NamedResourceSpec"]["Value"])
-            for n in nodes
-            if (n.get("Status") or {}).get("State") == "ready"
-            and (n.get("Spec") or {}).get("Availability") == "active"
-            for r in ((n.get("Description") or {}).get("Resources") or {}).get("GenericResources")
-            or []
-            if "NamedResourceSpec" in r and r["NamedResourceSpec"].get("Kind") == kind
+            g for n in nodes if node_schedulable(n) for g in advertised_gpus(n).get(kind, ())
         }
         held = {g for h in await self.holdings() for g in h.gpus}
         return len(advertised - held), len(advertised)
@@ -366,29 +364,19 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
         mounts made by volume_driver (SwarmSpawner mounts every source as a bind)."""
         out = []
         for source, vol in self.volume_binds.items():
-            if source.startswith("/"):
-                out.append(
-                    Mount(
-                        target=vol["bind"],
-                        source=source,
-                        type="bind",
-                        read_only=vol["mode"] == "ro",
-                    )
-                )
-                continue
+            named = not source.startswith("/")
             options = {
                 k: self.format_volume_name(v, self)
                 for k, v in (self.volume_driver_options or {}).items()
             }
+            driver = DriverConfig(name=self.volume_driver or "local", options=options or None)
             out.append(
                 Mount(
                     target=vol["bind"],
                     source=source,
-                    type="volume",
+                    type="volume" if named else "bind",
                     read_only=vol["mode"] == "ro",
-                    driver_config=DriverConfig(
-                        name=self.volume_driver or "local", options=options or None
-                    ),
+                    driver_config=driver if named else None,
                 )
             )
         return out

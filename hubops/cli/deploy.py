@@ -284,7 +284,7 @@ def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -
     for column in ("user", "server", "GPUs", "node", "since", "image", "state"):
         table.add_column(column, overflow="fold")
     for h in found:
-        since = h.since.strftime("%Y-%m-%d %H:%M %Z") if h.since else "?"
+        since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
         table.add_row(h.user, h.server, ", ".join(h.gpus), h.node, since, h.image, h.state)
     Console().print(table)
     held = {gpu for h in found for gpu in h.gpus}

@@ -19,7 +19,7 @@ from hubops.build import BuiltImage, build
 from hubops.engine import ensure_docker, local_client, stop_started_dockerd
 from hubops.hosts import LocalHost
 from tests import gpusim
-from tests.conftest import REPO_ROOT, tested_env_name
+from tests.conftest import REPO_ROOT, Checkout, tested_env_name
 from tests.support.labhost import LabHost, lab_host
 
 BUILT_KEY = pytest.StashKey[list[BuiltImage]]()
@@ -76,6 +76,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{b.pinned:60} {b.size / 1e6:7.1f} MB  built in {b.seconds:5.1f}s"
             f"{' (cache)' if b.cached else ''}"
         )
+
+
+@pytest.fixture(scope="module")
+def module_checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
+    """A scratch checkout (the repo's environment files, an empty secrets dir) per module."""
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
+    (root / "config" / "secrets").mkdir()
+    return Checkout(root)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import docker
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from hubops import environments, images
@@ -75,14 +74,7 @@ class Deployment:
 
     def set(self, key: str, value: object) -> None:
         """Set one setting (dotted key path) in the environment file."""
-        path = self.checkout.env_file(self.name)
-        data = yaml.safe_load(path.read_text())
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.checkout.set_setting(self.name, key, value)
 
     def hub(self) -> HubClient:
         return HubClient(self.url)
@@ -119,14 +111,6 @@ def tear_down(d: Deployment) -> None:
             network.remove()
     drop_firewall_rules(d.name)
     shutil.rmtree(d.root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def module_checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
-    root = tmp_path_factory.mktemp("checkout")
-    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
-    (root / "config" / "secrets").mkdir()
-    return Checkout(root)
 
 
 @pytest.fixture(scope="module")

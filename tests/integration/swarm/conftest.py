@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from hubops import environments, images
@@ -86,17 +85,7 @@ class SwarmDeployment:
         return environments.load(self.checkout.root, self.name)
 
     def set(self, key: str, value: object) -> None:
-        path = self.checkout.env_file(self.name)
-        data = yaml.safe_load(path.read_text())
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.checkout.set_setting(self.name, key, value)
 
     def deploy(self, docker_host: str | None = None) -> DeployResult:
         env = self.env
@@ -162,22 +151,14 @@ def swarm_env(
 
 
 @pytest.fixture(scope="module")
-def swarm_checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
-    root = tmp_path_factory.mktemp("swarm-checkout")
-    shutil.copytree(REPO_ROOT / "config" / "environments", root / "config" / "environments")
-    (root / "config" / "secrets").mkdir()
-    return Checkout(root)
-
-
-@pytest.fixture(scope="module")
 def swarm_hub(
-    swarm: TestSwarm, swarm_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
+    swarm: TestSwarm, module_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[SwarmDeployment, Provider]]:
     """GitLab login (the test provider, on this machine's address on the swarm's link), the
     ml-lab group may hold 2 GPUs each, everybody else none; deployed to the manager."""
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"  # the provider speaks plain http
     d = swarm_env(
-        swarm_checkout,
+        module_checkout,
         tmp_path_factory.mktemp("swarm-hub"),
         swarm,
         "gpu:\n  policy: exclusive\n"

@@ -55,12 +55,12 @@ def _move(old: SwarmDeployment, new: SwarmDeployment, broken: bool = False) -> o
 
 
 def test_a_single_host_lab_moves_to_the_swarm(
-    swarm: TestSwarm, swarm_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
+    swarm: TestSwarm, module_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
     root = tmp_path_factory.mktemp("move")
-    old = swarm_env(swarm_checkout, root / "old", swarm, cluster="docker")
-    new = swarm_env(swarm_checkout, root / "new", swarm, port=old.port)
+    old = swarm_env(module_checkout, root / "old", swarm, cluster="docker")
+    new = swarm_env(module_checkout, root / "new", swarm, port=old.port)
     assert old.url == new.url, "the lab keeps its address"
     with running_provider(
         swarm.gateway, CLIENT_ID, CLIENT_SECRET, [f"{old.url}/hub/oauth_callback"], USERS
@@ -120,9 +120,9 @@ def test_a_single_host_lab_moves_to_the_swarm(
 
 
 def test_doctor_checks_the_swarm_and_every_node_s_view_of_user_data(
-    swarm: TestSwarm, swarm_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
+    swarm: TestSwarm, module_checkout: Checkout, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    d = swarm_env(swarm_checkout, tmp_path_factory.mktemp("doc"), swarm)
+    d = swarm_env(module_checkout, tmp_path_factory.mktemp("doc"), swarm)
     d.set("hub.bind_address", "127.0.0.1")
     (d.root / "users").mkdir(parents=True)
     plan, _ = _side(d)

@@ -13,6 +13,7 @@ import pytest
 
 from hubops import swarm as swarm_mod
 from hubops.errors import DeployError
+from hubops.gpu_report import GPUHolder
 from hubops.hosts import LocalHost
 from tests.integration.swarm.conftest import SwarmDeployment, swarm_env
 from tests.integration.verify.conftest import set_auth
@@ -32,7 +33,7 @@ def _login(d: SwarmDeployment, name: str) -> HubClient:
     return client
 
 
-def _holders(d: SwarmDeployment) -> list[swarm_mod.SwarmHolder]:
+def _holders(d: SwarmDeployment) -> list[GPUHolder]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCKER_HOST", d.swarm.manager.docker_host)
         return swarm_mod.holders(LocalHost(), d.name)

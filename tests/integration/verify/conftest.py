@@ -145,20 +145,8 @@ class Target:
     def configure(self, **changes: object) -> None:
         """Change settings (dotted keys, e.g. ``gpu__policy``) in the environment file and
         deploy them."""
-        import yaml
-
-        path = Checkout(self.checkout_root).env_file(self.name)
-        data = yaml.safe_load(path.read_text())
         for key, value in changes.items():
-            *parents, last = key.split("__")
-            node = data
-            for part in parents:
-                node = node.setdefault(part, {})
-            if value is None:
-                node.pop(last, None)
-            else:
-                node[last] = value
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+            Checkout(self.checkout_root).set_setting(self.name, key.replace("__", "."), value)
         self.redeploy()
 
     def redeploy(self) -> None:
