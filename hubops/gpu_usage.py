@@ -5,28 +5,14 @@ its container (and so to its user) through the host's /proc/<pid>/cgroup.
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 from dataclasses import dataclass
+from typing import Any
 
 from hubops_hub.labels import LABEL_USER
+from hubops_hub.nvml import APP_FIELDS, GPU_FIELDS, GPUState, container_of, parse_apps, parse_gpus
 
 from hubops.hosts import Host, quote
-
-GPU_FIELDS = "index,uuid,name,utilization.gpu,memory.used,memory.total"
-APP_FIELDS = "gpu_uuid,pid,used_memory,process_name"
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class GPUState:
-    index: str
-    uuid: str
-    name: str
-    utilization: int | None  # percent; None where NVML has none ([N/A], MIG)
-    memory_used_mib: int | None
-    memory_total_mib: int | None
 
 
 @dataclass(frozen=True)
@@ -53,34 +39,6 @@ class Usage:
         return [p for p in self.processes if state is not None and p.gpu_uuid == state.uuid]
 
 
-def _number(text: str) -> int | None:
-    try:
-        return int(float(text))
-    except ValueError:
-        return None  # [N/A], [Not Supported]
-
-
-def _rows(text: str) -> list[list[str]]:
-    return [row for row in csv.reader(text.splitlines(), skipinitialspace=True) if row]
-
-
-def parse_gpus(text: str) -> list[GPUState]:
-    """``nvidia-smi --query-gpu=GPU_FIELDS --format=csv,noheader,nounits``."""
-    return [
-        GPUState(index, uuid, name, _number(util), _number(used), _number(total))
-        for index, uuid, name, util, used, total in (r[:6] for r in _rows(text) if len(r) >= 6)
-    ]
-
-
-def parse_apps(text: str) -> list[tuple[str, int, int | None, str]]:
-    """``nvidia-smi --query-compute-apps=APP_FIELDS --format=csv,noheader,nounits``."""
-    return [
-        (uuid, int(pid), _number(used), name)
-        for uuid, pid, used, name in (r[:4] for r in _rows(text) if len(r) >= 4)
-        if pid.isdigit()
-    ]
-
-
 def containers_of(host: Host, pids: list[int]) -> dict[int, tuple[str, str | None]]:
     """pid -> (container name, its hubops user), for the PIDs that run in a container."""
     if not pids:
@@ -93,9 +51,9 @@ def containers_of(host: Host, pids: list[int]) -> dict[int, tuple[str, str | Non
     ids: dict[int, str] = {}
     for line in listing.splitlines():
         pid, _, cgroups = line.partition(" ")
-        found = _CONTAINER_ID.findall(cgroups)
+        found = container_of(cgroups)
         if pid.isdigit() and found:
-            ids[int(pid)] = found[-1]
+            ids[int(pid)] = found
     if not ids:
         return {}
     inspected = host.run(quote("docker", "inspect", *sorted(set(ids.values()))), check=False)
@@ -123,9 +81,26 @@ def read_usage(host: Host) -> Usage:
             timeout=60,
         ).stdout
     )
-    where = containers_of(host, [pid for _, pid, _, _ in apps])
+    where = containers_of(host, [a.pid for a in apps])
     processes = [
-        GPUProcess(uuid, pid, used, name, *where.get(pid, (None, None)))
-        for uuid, pid, used, name in apps
+        GPUProcess(a.gpu_uuid, a.pid, a.used_mib, a.process, *where.get(a.pid, (None, None)))
+        for a in apps
     ]
     return Usage(parse_gpus(gpus.stdout), processes)
+
+
+def read_monitor(host: Host, hub_container: str) -> dict[str, Any] | None:
+    """The hub's GPU monitor's view (hubops_hub.gpumon): the same that the spawn form and the
+    metrics read, with each holder's idle time. None where no monitor answers."""
+    done = host.run(
+        quote("docker", "exec", hub_container, "python3", "-m", "hubops_hub.gpumon", "--print"),
+        check=False,
+        timeout=60,
+    )
+    if not done.ok:
+        return None
+    try:
+        state: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        return None
+    return state

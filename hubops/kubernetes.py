@@ -640,6 +640,26 @@ TABLE: tuple[Row, ...] = (
         "remove gpu.pool",
     ),
     _none("gpu.max_per_gpu", "gpu.policy shared only", "remove gpu.max_per_gpu"),
+    _none(
+        "gpu.idle_timeout",
+        "the chart's culler sees Jupyter activity only; hubops' GPU monitor runs on a single host",
+        "remove it (cull.timeout applies), and watch GPU use with NVIDIA's dcgm-exporter",
+    ),
+    _none(
+        "gpu.sample_every",
+        "hubops' GPU monitor runs on a single host",
+        "remove it",
+    ),
+    _none(
+        "gpu.busy_utilization",
+        "hubops' GPU monitor runs on a single host",
+        "remove it",
+    ),
+    _none(
+        "singleuser.profiles[].gpu_idle_timeout",
+        "the chart's culler sees Jupyter activity only",
+        "remove it (cull.timeout applies)",
+    ),
     _none("gpu.pinned_users", "gpu.policy pinned only", "remove gpu.pinned_users"),
     _none("gpu.pinned_groups", "gpu.policy pinned only", "remove gpu.pinned_groups"),
     _none(

@@ -7,6 +7,7 @@ references, the JupyterHub traits per class, and the specs of the proxy and hub 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from hubops_hub.labels import LABEL_ENV, LABEL_IMAGE, LABEL_ROLE
 from pydantic import BaseModel, ConfigDict
 
 from hubops import images
-from hubops.secrets import COOKIE_SECRET, PROXY_TOKEN, hub_secrets
+from hubops.secrets import COOKIE_SECRET, METRICS_TOKEN, PROXY_TOKEN, hub_secrets
 from hubops.settings import (
     Environment,
     GitHubAuth,
@@ -71,7 +72,18 @@ AUTH_CLASSES = {  # auth.type -> class in AUTH_MODULE (its section in the config
 }
 AUTH_GROUPS_KEY = "hubops_groups"  # hubops_hub.auth.GROUPS_KEY
 OAUTH_CA_FILE = "/etc/hubops/oauth-ca.pem"  # auth.ca_bundle as mounted into the hub
-CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+# admin:server_state: the server model carries the spawner's state, whose object_id is the
+# user's container, so that the arbiter (hubops_hub.culling) can find what it holds
+CULLER_SCOPES = [
+    "list:users",
+    "read:users:activity",
+    "read:servers",
+    "delete:servers",
+    "admin:server_state",
+]
+CULL_JOURNAL = f"{HUB_DATA_DIR}/hubops-culls.jsonl"  # hubops_hub.culling.JOURNAL
+GPU_MONITOR = "hubops-gpus"  # the GPU monitor's service (hubops_hub.gpumon)
+METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
 
 
 class _Frozen(BaseModel):
@@ -153,6 +165,8 @@ class HubConfig(_Frozen):
     secret_traits: dict[str, dict[str, str]]
     # class name -> trait name -> code of hubops_hub (hooks, the user name escape)
     objects: dict[str, dict[str, PyObject]]
+    # service name -> secret file name of its API token (JupyterHub.service_tokens)
+    service_tokens: dict[str, str] = {}
 
 
 def names(env_name: str) -> dict[str, str]:
@@ -256,23 +270,54 @@ def hub_config(
         "hubops_environment": env_name,
         "gpu_policy": gpu_policy(settings),
         "profiles": [p.model_dump() for p in su.profiles],
+        "gpu_idle_timeout": settings.gpu.idle_timeout or 0,
     }
+    # an API-only service whose token (generated on the host) may read /hub/metrics
+    services: list[dict[str, Any]] = [{"name": METRICS_SERVICE}]
+    roles.append(
+        {"name": METRICS_SERVICE, "scopes": ["read:metrics"], "services": [METRICS_SERVICE]}
+    )
+    if gpu_monitor(settings):
+        g = settings.gpu
+        hub_image = images.by_digest(
+            images.pinned_ref(settings.registry.url, "hub", revs["hub"]), digests
+        )
+        services.append(
+            {
+                "name": GPU_MONITOR,
+                "command": [
+                    "python3",
+                    "-m",
+                    "hubops_hub.gpumon",
+                    f"--environment={env_name}",
+                    f"--image={hub_image}",
+                    f"--every={g.sample_every}",
+                    f"--busy={g.busy_utilization}",
+                    f"--policy={json.dumps(gpu_policy(settings), sort_keys=True)}",
+                ],
+            }
+        )
     if settings.culling.enabled:
         c = settings.culling
-        hub["services"] = [
+        services.append(
             {
                 "name": "idle-culler",
                 "command": [
                     "python3",
                     "-m",
-                    "jupyterhub_idle_culler",
+                    "hubops_hub.culling",
                     f"--timeout={c.timeout}",
-                    f"--cull-every={c.every}",
-                    f"--max-age={c.max_age}",
+                    f"--cull-every={cull_every(settings)}",
+                    "--max-age=0",  # the arbiter applies culling.max_age, and counts it
                 ],
+                "environment": {
+                    "HUBOPS_CULL_MAX_AGE": str(c.max_age),
+                    "HUBOPS_CULL_JOURNAL": CULL_JOURNAL,
+                },
             }
-        ]
+        )
         roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
+    hub["services"] = services
     hub["load_roles"] = roles
     objects = {
         "DockerSpawner": {
@@ -297,7 +342,23 @@ def hub_config(
         traits=traits,
         secret_traits=secret_traits,
         objects=objects,
+        service_tokens={METRICS_SERVICE: METRICS_TOKEN.name},
     )
+
+
+def gpu_monitor(settings: Environment) -> bool:
+    """Whether the hub runs the GPU monitor: a single host that hands out GPUs."""
+    return settings.cluster == "docker" and settings.gpu.policy != "none"
+
+
+def cull_every(settings: Environment) -> int:
+    """culling.every, or less where a GPU idle timeout is shorter than two rounds of it."""
+    timeouts = [settings.gpu.idle_timeout] + [
+        p.gpu_idle_timeout for p in settings.singleuser.profiles
+    ]
+    shortest = min((t for t in timeouts if t), default=None)
+    every = settings.culling.every
+    return min(every, max(5, shortest // 2)) if shortest else every
 
 
 def _authenticator(settings: Environment) -> tuple[dict[str, Any], dict[str, str]]:
@@ -463,7 +524,8 @@ def plan(
         name=n["hub"],
         image=hub_image,
         command=["jupyterhub", "-f", f"{HUB_CONFIG_DIR}/{CONFIG_FILE}"],
-        environment={},
+        # hubops_hub.metrics.MONITOR_ENV: the hub's metrics and spawn form read the monitor
+        environment={"HUBOPS_GPU_MONITOR": "1"} if gpu_monitor(settings) else {},
         ports=[],
         mounts=[
             Mount(source=paths.docker_socket, target=DOCKER_SOCKET, read_only=False),
@@ -502,6 +564,7 @@ def plan(
         generated_secrets={
             COOKIE_SECRET.name: f"{paths.data_dir}/{COOKIE_SECRET_FILE}",
             PROXY_TOKEN.name: f"{paths.data_dir}/secrets/{PROXY_TOKEN.name}",
+            METRICS_TOKEN.name: f"{paths.data_dir}/secrets/{METRICS_TOKEN.name}",
         },
         containers=[proxy, hub],
     )

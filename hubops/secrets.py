@@ -48,6 +48,11 @@ COOKIE_SECRET = SecretSpec(
 PROXY_TOKEN = SecretSpec(
     "proxy_token", "hub <-> proxy API token; made on the hub host", generated=True
 )
+METRICS_TOKEN = SecretSpec(
+    "metrics_token",
+    "API token of the metrics service: Prometheus reads /hub/metrics with it; made on the hub host",
+    generated=True,
+)
 
 ALL: tuple[SecretSpec, ...] = (
     OAUTH_CLIENT_SECRET,
@@ -56,6 +61,7 @@ ALL: tuple[SecretSpec, ...] = (
     REGISTRY_PASSWORD,
     COOKIE_SECRET,
     PROXY_TOKEN,
+    METRICS_TOKEN,
 )
 
 

@@ -448,6 +448,28 @@ class GPUSettings(Section):
         default_factory=dict,
         description="pinned: group -> the GPU IDs its members get (a user's own entry wins).",
     )
+    idle_timeout: int | None = Field(
+        None,
+        ge=10,
+        description="Seconds a server that holds a GPU may use neither its GPU nor Jupyter "
+        "before the idle culler stops it and the GPU goes back; while it is busy on its GPU "
+        "it is never stopped for Jupyter inactivity alone. Unset: culling.timeout. A "
+        "profile's gpu_idle_timeout wins. cluster docker.",
+    )
+    sample_every: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="Seconds between two samples of GPU use (NVML, through a probe container "
+        "with the GPUs): the resolution of GPU idle time, the metrics and `invoke gpus`.",
+    )
+    busy_utilization: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="GPU utilisation (percent) from which a sample counts as use of the GPU; "
+        "memory held without computing is not use.",
+    )
 
     @model_validator(mode="after")
     def _pool_fits_policy(self) -> GPUSettings:
@@ -640,6 +662,12 @@ class Profile(Section):
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit (overrides singleuser).")
     max_age: int = Field(
         0, ge=0, description="Stop these users' servers after this many seconds (0: never)."
+    )
+    gpu_idle_timeout: int | None = Field(
+        None,
+        ge=10,
+        description="These users' gpu.idle_timeout: seconds a GPU holder may use neither its "
+        "GPU nor Jupyter before it is stopped (unset: gpu.idle_timeout).",
     )
     gpu_kind: GPUKind = Field(
         "gpu",
@@ -1090,6 +1118,38 @@ class Environment(Section):
                 "reach each other: set network.isolation: false to accept that (or use "
                 "cluster kubernetes, whose NetworkPolicy isolates them)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_idle_needs_monitor(self) -> Environment:
+        """GPU-aware culling needs held GPUs, the culler, and the monitor (cluster docker)."""
+        timeouts: list[tuple[tuple[str, ...], int | None]] = [
+            (("gpu", "idle_timeout"), self.gpu.idle_timeout),
+            *(
+                (("singleuser", "profiles", str(i), "gpu_idle_timeout"), p.gpu_idle_timeout)
+                for i, p in enumerate(self.singleuser.profiles)
+            ),
+        ]
+        for path, value in timeouts:
+            if value is None:
+                continue
+            key = ".".join(path)
+            if self.cluster == "swarm":
+                raise RuleError(
+                    path,
+                    f"is {value} with cluster swarm, where hubops has no GPU monitor on the "
+                    "nodes; remove it (culling.timeout applies)",
+                )
+            if self.gpu.policy == "none":
+                raise RuleError(
+                    path, f"is {value}, but gpu.policy is none, so no server holds a GPU; remove it"
+                )
+            if not self.culling.enabled:
+                raise RuleError(
+                    path,
+                    f"is {value}, but culling.enabled is false, so nothing is stopped; set "
+                    f"culling.enabled: true, or remove {key}",
+                )
         return self
 
     @model_validator(mode="after")

@@ -37,6 +37,17 @@ class Policy:
     pinned_users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     pinned_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, p: Mapping[str, Any]) -> Policy:
+        """From the spawner's ``gpu_policy`` (hubops.plan.gpu_policy)."""
+        return cls(
+            name=p.get("name", "none"),
+            pool=tuple(str(x) for x in p.get("pool", ())),
+            max_per_gpu=int(p.get("max_per_gpu", 1)),
+            pinned_users={k: tuple(map(str, v)) for k, v in p.get("pinned_users", {}).items()},
+            pinned_groups={k: tuple(map(str, v)) for k, v in p.get("pinned_groups", {}).items()},
+        )
+
 
 def allocate(
     policy: Policy,
@@ -102,13 +113,20 @@ def _busy_message(
     )
 
 
+def free_ids(policy: Policy, holdings: Iterable[Holding]) -> list[str]:
+    """The pool's GPUs that can take one more server now, in pool order."""
+    if policy.name in ("none", "all", "pinned"):
+        return []
+    load = Counter(gpu for h in holdings for gpu in h.gpus)
+    capacity = policy.max_per_gpu if policy.name == "shared" else 1
+    return [gpu for gpu in policy.pool if load[gpu] < capacity]
+
+
 def free_count(policy: Policy, holdings: Iterable[Holding]) -> tuple[int, int]:
     """(free, total) GPUs of the pool, for the spawn form."""
     if policy.name in ("none", "all", "pinned"):
         return (0, 0)
-    load = Counter(gpu for h in holdings for gpu in h.gpus)
-    capacity = policy.max_per_gpu if policy.name == "shared" else 1
-    return (sum(1 for gpu in policy.pool if load[gpu] < capacity), len(policy.pool))
+    return (len(free_ids(policy, holdings)), len(policy.pool))
 
 
 def double_assigned(holdings: Iterable[Holding], capacity: int = 1) -> dict[str, int]:

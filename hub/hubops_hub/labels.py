@@ -21,3 +21,5 @@ LABEL_CUDA = f"{LABEL_PREFIX}.cuda"  # images: the CUDA version their user-space
 # networks: the fixed addresses of the proxy and the hub (hubops.firewall.Layout)
 LABEL_ADDRESS_PROXY = f"{LABEL_PREFIX}.address.proxy"
 LABEL_ADDRESS_HUB = f"{LABEL_PREFIX}.address.hub"
+# user containers holding GPUs: seconds of GPU and Jupyter idleness before the culler stops them
+LABEL_GPU_IDLE_TIMEOUT = f"{LABEL_PREFIX}.gpu-idle-timeout"

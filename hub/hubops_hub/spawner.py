@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from docker.types import DriverConfig, Mount
@@ -18,6 +20,8 @@ from dockerspawner import DockerSpawner, SwarmSpawner
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
+from hubops_hub import culling, metrics
+from hubops_hub.gpumon import kinds, read_state
 from hubops_hub.gpus import (
     Holding,
     NoGPUAvailable,
@@ -30,6 +34,7 @@ from hubops_hub.gpus import (
 )
 from hubops_hub.labels import (
     LABEL_ENV,
+    LABEL_GPU_IDLE_TIMEOUT,
     LABEL_GPUS,
     LABEL_IMAGE,
     LABEL_SERVER,
@@ -38,8 +43,10 @@ from hubops_hub.labels import (
 )
 
 HOLDING_STATES = {"created", "running", "restarting", "paused"}
+STOP_GRACE = 120  # seconds: a culled server's stop, after the cull's journal entry
 
 _ALLOCATION_LOCK = asyncio.Lock()
+metrics.register()
 
 
 class GPURequestError(web.HTTPError):
@@ -64,6 +71,12 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="Per-group choices, first match wins: groups, images (display names), max_gpus "
         "(per user), mem_limit, cpu_limit, max_age (seconds, 0: none).",
     )
+    gpu_idle_timeout = Integer(
+        0,
+        config=True,
+        help="Seconds a GPU holder may use neither its GPU nor Jupyter before the culler stops "
+        "it (gpu.idle_timeout; a profile's gpu_idle_timeout wins); 0: the culler's timeout.",
+    )
     default_gpus = Integer(
         None,
         allow_none=True,
@@ -76,14 +89,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
 
     @property
     def policy(self) -> Policy:
-        p = self.gpu_policy or {}
-        return Policy(
-            name=p.get("name", "none"),
-            pool=tuple(str(x) for x in p.get("pool", ())),
-            max_per_gpu=int(p.get("max_per_gpu", 1)),
-            pinned_users={k: tuple(map(str, v)) for k, v in p.get("pinned_users", {}).items()},
-            pinned_groups={k: tuple(map(str, v)) for k, v in p.get("pinned_groups", {}).items()},
-        )
+        return Policy.from_dict(self.gpu_policy or {})
 
     def _groups(self) -> list[str]:
         return [g.name for g in getattr(self.user, "groups", [])]
@@ -136,9 +142,43 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             parts.append(
                 '<label for="gpus">GPUs</label>'
                 f'<select class="form-control" name="gpus" id="gpus">{counts}</select>'
-                f'<p class="help-block" id="gpus-free">{status}</p>'
+                f'<p class="help-block" id="gpus-free">{status}</p>{self._free_kinds_html()}'
             )
+        stopped = self._last_stop_html()
+        if stopped:
+            parts.insert(0, stopped)
         return "\n".join(parts)
+
+    def _free_kinds_html(self) -> str:
+        """The free GPUs by kind (model, MIG profile), each by index, from the monitor's view:
+        the same view `invoke gpus` prints."""
+        devices = (getattr(self, "_monitor_state", None) or {}).get("pool", {}).get("free_devices")
+        if not devices:
+            return ""
+        items = "".join(
+            f"<li>{html.escape(kind)}: "
+            f"{html.escape(', '.join('GPU ' + str(d['index']) for d in found))}</li>"
+            for kind, found in kinds(devices).items()
+        )
+        return f'<ul class="help-block" id="gpus-free-kinds">{items}</ul>'
+
+    def _last_stop_html(self) -> str:
+        """Why the culler stopped this server last, unless it has been used since. The stop
+        itself sets the server's last activity, a few seconds after the journal's entry; any
+        later activity (a start, use) is more than STOP_GRACE after it."""
+        entry = culling.last_for(self.user.name, self.name or "")
+        if entry is None:
+            return ""
+        last = getattr(self.orm_spawner, "last_activity", None) if self.orm_spawner else None
+        at = float(entry.get("at", 0))
+        if last is not None and last.replace(tzinfo=timezone.utc).timestamp() > at + STOP_GRACE:
+            return ""
+        when = datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            '<div class="alert alert-warning" id="hubops-last-stop">'
+            f"Your last server was stopped at {when}: {html.escape(str(entry.get('message', '')))}"
+            "</div>"
+        )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:  # type: ignore[override]
         options: dict[str, Any] = {}
@@ -186,7 +226,14 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         return out
 
     async def free_gpus(self) -> tuple[int, int]:
-        """(free, total) GPUs for this user's profile, for the spawn form."""
+        """(free, total) GPUs for this user's profile, for the spawn form: from the GPU
+        monitor's view where it runs (what `invoke gpus` shows), else from the holdings."""
+        self._monitor_state = None
+        if os.environ.get(metrics.MONITOR_ENV):
+            state = await asyncio.get_running_loop().run_in_executor(None, read_state)
+            if state is not None and state.get("pool", {}).get("total"):
+                self._monitor_state = state
+                return int(state["pool"]["free"]), int(state["pool"]["total"])
         return free_count(self.policy, await self.holdings())
 
     # --- spawning --------------------------------------------------------------------------
@@ -199,6 +246,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         self._gpu_count = self._requested_gpus()
         limit = int(profile.get("max_gpus", 0))
         if self._gpu_count > limit and self.policy.name not in ("none", "all"):
+            metrics.SPAWN_FAILURES.labels("over-limit").inc()
             raise GPURequestError(
                 403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {self._gpu_count}"
             )
@@ -240,6 +288,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             )
             limit = int(self.profile().get("max_gpus", 0))
             if count and mine + count > limit and self.policy.name not in ("none", "all"):
+                metrics.SPAWN_FAILURES.labels("over-limit").inc()
                 raise GPURequestError(
                     403,
                     f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
@@ -248,6 +297,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             try:
                 ids = allocate(self.policy, holdings, count, self.user.name, self._groups())
             except NoGPUAvailable as exc:
+                metrics.SPAWN_FAILURES.labels("empty-pool").inc()
                 raise GPURequestError(503, str(exc)) from None
             self._set_gpu_request(ids)
             return await super().create_object()
@@ -292,8 +342,12 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             LABEL_SERVER: self.name,
             LABEL_STARTED: str(int(time.time())),
         }
+        out.pop(LABEL_GPU_IDLE_TIMEOUT, None)
         if gpus:
             out[LABEL_GPUS] = gpus
+            timeout = int(self.profile().get("gpu_idle_timeout") or self.gpu_idle_timeout or 0)
+            if timeout:
+                out[LABEL_GPU_IDLE_TIMEOUT] = str(timeout)
         else:
             out.pop(LABEL_GPUS, None)
         return out
@@ -392,6 +446,7 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
             )
             limit = int(profile.get("max_gpus", 0))
             if count and mine + count > limit and self.policy.name != "none":
+                metrics.SPAWN_FAILURES.labels("over-limit").inc()
                 raise GPURequestError(
                     403,
                     f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
@@ -402,6 +457,7 @@ class HubopsSwarmSpawner(HubopsSpawner, SwarmSpawner):  # type: ignore[misc]
             if count:
                 free, total = await self.free_gpus()
                 if count > free:
+                    metrics.SPAWN_FAILURES.labels("empty-pool").inc()
                     raise GPURequestError(
                         503,
                         f"{count} GPU(s) of kind {kind} asked for, {free} of {total} free "

@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hubops_hub.gpumon import kinds
 from invoke.context import Context
 from rich.console import Console
 from rich.table import Table
@@ -22,10 +23,11 @@ from hubops.doctor import run_checks
 from hubops.engine import local_client
 from hubops.errors import HubopsError
 from hubops.gpu_report import holders
-from hubops.gpu_usage import read_usage
+from hubops.gpu_usage import read_monitor, read_usage
 from hubops.helm import deploy as helm_deploy
 from hubops.hosts import Host, LocalHost, Streaming
 from hubops.migrate import Side, migrate
+from hubops.plan import names
 from hubops.prepare import prepare
 from hubops.push import digests_for_deploy, pushed_digests
 from hubops.render import Rendered, render
@@ -235,13 +237,19 @@ def gpus(c: Context, env: str | None = None) -> None:
     with open_host(root, loaded) as host:
         found = holders(host, name)
         usage = read_usage(host)
+        monitor = read_monitor(host, names(name)["hub"])
     g = loaded.settings.gpu
     table = Table(
         title=f"GPUs of {name}: policy {g.policy}"
         + (f", pool {', '.join(g.pool)}" if g.pool else "")
     )
-    for column in ("user", "server", "GPUs", "use", "memory", "processes", "since", "image"):
+    columns = ("user", "server", "GPUs", "use", "memory", "processes", "idle", "since", "image")
+    for column in columns:
         table.add_column(column, overflow="fold")
+    idle = {
+        (m["user"], m["server"] or "(default)"): float(m["idle_seconds"])
+        for m in (monitor or {}).get("holders", [])
+    }
     for h in found:
         since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
         ids = [x.index for x in usage.gpus] if h.gpus == ("all",) else list(h.gpus)
@@ -263,16 +271,29 @@ def gpus(c: Context, env: str | None = None) -> None:
             use if usage.gpus else "-",
             memory if usage.gpus else "-",
             procs or "-",
+            _span(idle[(h.user, h.server)]) if (h.user, h.server) in idle else "?",
             since,
             h.image,
         )
     Console().print(table)
+    if monitor is None and g.policy != "none":
+        echo("idle: ? (the hub's GPU monitor, hubops-gpus, does not answer)")
     strays = [p for p in usage.processes if p.container is None or p.user is None]
     for p in strays:
         echo(f"GPU {p.gpu_uuid}: pid {p.pid} ({p.process}) runs outside hubops' user servers")
-    held = {gpu for h in found for gpu in h.gpus}
-    if g.pool:
+    pool = (monitor or {}).get("pool")
+    if pool and pool.get("total"):  # what the spawn form shows, from the same view
+        echo(f"{pool['free']} of {pool['total']} GPUs free")
+        for kind, devices in kinds(pool["free_devices"]).items():
+            echo(f"  {kind}: " + ", ".join(f"GPU {d['index']}" for d in devices))
+    elif g.pool:
+        held = {gpu for h in found for gpu in h.gpus}
         echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
 def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:

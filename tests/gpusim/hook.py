@@ -3,7 +3,11 @@
 
 Called by the container runtime as ``nvidia-container-runtime-hook prestart`` with the OCI
 state on stdin. Writes /usr/bin/nvidia-smi into the container: it lists the devices that
-NVIDIA_VISIBLE_DEVICES selects from the fake inventory.
+NVIDIA_VISIBLE_DEVICES selects from the fake inventory (-L), and answers the query interface
+(--query-gpu, --query-compute-apps, as the host's SIMULATED nvidia-smi does) for those GPUs
+from usage.json next to the inventory as it is when the container is created: the real hook
+mounts the host's nvidia-smi and NVML, which answer live, so a long-running container here
+sees the usage of its start (hubops' GPU probe is a new container for every sample).
 """
 
 import json
@@ -36,11 +40,72 @@ def visible(env, gpus):
     return out
 
 
+QUERY = r"""
+import json, sys
+DATA = json.loads(%r)
+def fields(option):
+    for a in sys.argv[1:]:
+        if a.startswith(option + "="):
+            return a.split("=", 1)[1].split(",")
+    return None
+def show(rows, wanted):
+    for row in rows:
+        print(", ".join(str(row[w]) for w in wanted))
+if fields("--query-gpu"):
+    show(DATA["gpus"], fields("--query-gpu"))
+elif fields("--query-compute-apps"):
+    show(DATA["apps"], fields("--query-compute-apps"))
+"""
+TOTAL_MIB = 81559
+
+
+def query_data(devices, usage):
+    """The rows the query interface prints for the visible devices' GPUs."""
+    gpus, seen = [], set()
+    for gpu, _ in devices:
+        if gpu["uuid"] in seen:
+            continue
+        seen.add(gpu["uuid"])
+        u = usage.get("gpus", {}).get(gpu["uuid"], {})
+        gpus.append(
+            {
+                "index": gpu["index"],
+                "uuid": gpu["uuid"],
+                "name": "hubops SIMULATED GPU",
+                "utilization.gpu": u.get("util", 0),
+                "memory.used": u.get("mem", 0),
+                "memory.total": TOTAL_MIB,
+                "driver_version": "550.54.15",
+            }
+        )
+    apps = [
+        {
+            "gpu_uuid": a["gpu_uuid"],
+            "pid": a["pid"],
+            "used_memory": a["used_memory"],
+            "process_name": a.get("process_name", "python3"),
+        }
+        for a in usage.get("apps", [])
+        if a["gpu_uuid"] in seen
+    ]
+    return {"gpus": gpus, "apps": apps}
+
+
+def read_usage():
+    try:
+        with open(os.path.join(os.path.dirname(INVENTORY), "usage.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
 def script(devices):
     lines = []
     for n, (gpu, mig) in enumerate(devices):
-        if mig is None:
+        if mig is None:  # a whole GPU: in MIG mode, -L lists its MIG devices under it
             lines.append(f"GPU {n}: hubops SIMULATED GPU (UUID: {gpu['uuid']})")
+            for m, uuid in enumerate(gpu["mig"]):
+                lines.append(f"  MIG 1g.10gb     Device  {m}: (UUID: {uuid})")
         else:
             lines.append(f"GPU {n}: hubops SIMULATED GPU (UUID: {gpu['uuid']})")
             lines.append(f"  MIG 1g.10gb     Device  {gpu['mig'].index(mig)}: (UUID: {mig})")
@@ -49,6 +114,8 @@ def script(devices):
         "#!/bin/sh\n# hubops SIMULATED nvidia-smi, written by the test hook\n"
         'if [ "$1" = "-L" ]; then\n'
         f"cat <<'EOF'\n{listing}\nEOF\n"
+        'elif [ "${1#--query}" != "$1" ]; then\n'
+        'exec python3 /usr/share/hubops-gpusim/query.py "$@"\n'
         "else\n"
         "echo 'NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4 "
         "(hubops SIMULATED)'\n"
@@ -72,9 +139,15 @@ def main():
         gpus = json.load(f)
     target = os.path.join(root, "usr", "bin", "nvidia-smi")
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    devices = visible(env, gpus)
     with open(target, "w") as f:
-        f.write(script(visible(env, gpus)))
+        f.write(script(devices))
     os.chmod(target, 0o755)
+    query = os.path.join(root, "usr", "share", "hubops-gpusim", "query.py")
+    os.makedirs(os.path.dirname(query), exist_ok=True)
+    with open(query, "w") as f:
+        f.write(QUERY % json.dumps(query_data(devices, read_usage())))
+    os.chmod(query, 0o644)
     return 0
 
 

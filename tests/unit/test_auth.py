@@ -31,6 +31,7 @@ SECRETS = {
     "shared_password": "shared-password-77aa",
     "admin_password": "admin-password-0123456789abcdef01234567",
     "proxy_token": "proxy-token-5c1d",
+    "metrics_token": "metrics-token-9e2b",
 }
 PROFILES = [
     {"groups": ["staff"], "mem_limit": "4G"},

@@ -36,6 +36,14 @@ class Case:
 
 CASES = [
     Case(
+        "GPU idle timeout without culling",
+        "gpu:\n",
+        "culling:\n  enabled: false\ngpu:\n",
+        ("check", "--env", "bad"),
+        ("gpu.idle_timeout", "is 1800", "culling.enabled is false", "culling.enabled: true"),
+        line_of="idle_timeout: 1800",
+    ),
+    Case(
         "unknown key",
         "public_url:",
         "publik_url:",

@@ -3,7 +3,7 @@ MIG-partitioned GPU print it."""
 
 from __future__ import annotations
 
-from hubops.gpu_usage import parse_apps, parse_gpus
+from hubops_hub.nvml import parse_apps, parse_gpus
 
 REAL_GPUS = """\
 0, GPU-9c1f2a4e-1b7d-4a51-9f0e-3d2b1c0a9e8f, NVIDIA H200, 87, 40211, 143771
@@ -28,11 +28,11 @@ def test_gpu_states_with_numbers_and_n_a() -> None:
 
 def test_compute_apps_with_host_pids() -> None:
     apps = parse_apps(REAL_APPS)
-    assert apps[0] == (
+    assert (apps[0].gpu_uuid, apps[0].pid, apps[0].used_mib, apps[0].process) == (
         "GPU-9c1f2a4e-1b7d-4a51-9f0e-3d2b1c0a9e8f",
         41873,
         40198,
         "/opt/venv/bin/python3",
     )
-    assert apps[1][2] is None
+    assert apps[1].used_mib is None
     assert parse_apps("No running processes found\n") == []

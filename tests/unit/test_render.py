@@ -33,6 +33,7 @@ FAKE_SECRETS = {
     "shared_password": "FAKE-shared-password-51d2",
     "admin_password": "FAKE-admin-password-0123456789abcdef0123456789",
     "proxy_token": "FAKE-proxy-token-88e1",
+    "metrics_token": "FAKE-metrics-token-31c7",
 }
 
 

@@ -4,16 +4,24 @@ and release, pinned and MIG IDs, the empty-pool message, allocation across a hub
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import docker.errors
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from hubops.gpu_usage import read_monitor
+from hubops.target import open_host
 from tests.integration.conftest import SIMULATED_GPUS
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.hub import HubClient
+from tests.support.labhost import LabHost
 from tests.support.wait import wait_for
 
 POOL = [str(g.index) for g in SIMULATED_GPUS]
@@ -230,3 +238,141 @@ def test_culling_gives_gpus_back(target: Target, alice: LoggedIn) -> None:
     assert alice.container in holdings(target)
     wait_for(lambda: alice.container not in holdings(target), 120, "the culler to stop alice")
     assert not alice.client.server_ready("alice"), "the idle server was culled"
+
+
+def host_pid_of(lab: LabHost, container: str, marker: str) -> int:
+    """Start ``sleep <marker>`` in a container; its PID on the host (as NVML reports it)."""
+    c = lab.client.containers.get(container)
+    c.exec_run(["sleep", marker], detach=True)
+    rows = wait_for(
+        lambda: [
+            r for r in c.top(ps_args="-eo pid,args")["Processes"] if r[1] == f"sleep {marker}"
+        ],
+        10,
+        f"sleep {marker} in {container}",
+    )
+    return int(rows[0][0])
+
+
+def scrape(target: Target, token: str | None) -> requests.Response:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    return requests.get(
+        f"{target.url}/hub/metrics", headers=headers, verify=target.verify, timeout=30
+    )
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_gpu_aware_culling_stops_the_idle_holder_keeps_the_busy_one_and_metrics_agree(
+    target: Target, alice: LoggedIn, lab: LabHost
+) -> None:
+    """On the SIMULATED GPU host (the test says what the fake NVML reports, usage.json; the
+    hub's monitor reads it through a real probe container with the GPUs and the host's PIDs):
+    alice computes on her GPU, idler keeps 40 GB on his and computes nothing. Both are idle in
+    Jupyter. With culling.timeout and gpu.idle_timeout at 20 s, idler is culled for GPU
+    idleness, alice is kept well past the Jupyter timeout, and /hub/metrics, `invoke gpus`'
+    view and the spawn form tell the same state."""
+    if lab.gpusim is None or target.provider is None:
+        pytest.skip("needs the suites' own deployment on the SIMULATED GPU host")
+    admin = alice.client
+    stop_all(admin)
+    target.configure(
+        gpu={"policy": "exclusive", "pool": POOL, "idle_timeout": 20, "sample_every": 5},
+        culling={"enabled": True, "timeout": 20, "every": 5},
+    )
+    usage_file = lab.gpusim / "usage.json"
+    assert admin.api("POST", "users/idler").status_code in (201, 409)
+    try:
+        admin.start_server("alice", gpus=1)
+        r = admin.api("POST", "users/idler/server", json={"gpus": 1}, timeout=120)
+        assert r.status_code in (201, 202), r.text
+        wait_for(lambda: admin.server_ready("idler"), 60, "idler's server")
+        held = holdings(target)
+        idler = target.user_container("idler")
+        gpu_a = SIMULATED_GPUS[int(held[alice.container])].uuid
+        gpu_i = SIMULATED_GPUS[int(held[idler])].uuid
+        pid_a = host_pid_of(lab, alice.container, "900.1")
+        pid_i = host_pid_of(lab, idler, "900.2")
+        usage_file.write_text(
+            json.dumps(
+                {
+                    "gpus": {gpu_a: {"util": 90, "mem": 30000}, gpu_i: {"util": 0, "mem": 40000}},
+                    "apps": [
+                        {"gpu_uuid": gpu_a, "pid": pid_a, "used_memory": 30000},
+                        {"gpu_uuid": gpu_i, "pid": pid_i, "used_memory": 40000},
+                    ],
+                }
+            )
+        )
+        usage_file.chmod(0o644)
+        start = time.monotonic()
+        wait_for(lambda: idler not in holdings(target), 120, "the culler to stop idler")
+        culled_after = time.monotonic() - start
+        # alice has been idle in Jupyter longer than culling.timeout all along; she stays
+        # through twice that again, because she computes on her GPU
+        time.sleep(45)
+        assert alice.container in holdings(target), "a server busy on its GPU is kept"
+        assert admin.server_ready("alice")
+        print(f"GPU-aware cull: idle holder stopped {culled_after:.0f} s after usage was set")
+
+        # idler's spawn form says why his server stopped, and what is free, by kind
+        page = admin.session.get(admin.url("/hub/spawn/idler"), verify=target.verify, timeout=30)
+        assert page.status_code == 200, page.text[-1500:]
+        assert 'id="hubops-last-stop"' in page.text, page.text[-2000:]
+        assert "used neither the GPU nor Jupyter" in page.text
+        assert "3 of 4 GPUs are free right now" in page.text
+        assert "hubops SIMULATED GPU: GPU " in page.text, "free GPUs by kind and index"
+
+        # asking for 2 GPUs (1 allowed): one spawn failure, counted
+        r = admin.api("POST", "users/idler/server", json={"gpus": 2}, timeout=60)
+        assert r.status_code == 403, r.text
+
+        token = Path(target.env.settings.paths.data_dir, "secrets", "metrics_token").read_text()
+        assert scrape(target, None).status_code in (401, 403), "metrics need the token"
+        wait_for(
+            lambda: samples(scrape(target, token).text).get("hubops_gpu_monitor_up") == [({}, 1)],
+            30,
+            "the monitor's sample",
+        )
+        m = samples(scrape(target, token).text)
+
+        def one(name: str, **labels: str) -> float:
+            (value,) = [
+                v for lab_, v in m[name] if all(lab_.get(k) == x for k, x in labels.items())
+            ]
+            return value
+
+        assert "jupyterhub_running_servers" in m, "JupyterHub's own metrics are there too"
+        assert (one("hubops_gpus_total"), one("hubops_gpus_held"), one("hubops_gpus_free")) == (
+            4,
+            1,
+            3,
+        )
+        assert one("hubops_gpu_utilization_ratio", uuid=gpu_a) == pytest.approx(0.9)
+        assert one("hubops_gpu_memory_used_bytes", uuid=gpu_a) == 30000 * 2**20
+        assert one("hubops_gpu_memory_used_bytes", uuid=gpu_i) == 40000 * 2**20
+        assert one("hubops_gpu_memory_total_bytes", uuid=gpu_a) == 81559 * 2**20
+        assert one("hubops_gpu_idle_seconds", uuid=gpu_a) < 15
+        assert one("hubops_gpu_holder_idle_seconds", user="alice") < 15
+        assert one("hubops_culls_total", reason="gpu-idle") >= 1
+        assert one("hubops_gpu_spawn_failures_total", reason="over-limit") == 1
+
+        with open_host(target.checkout_root, target.env) as host:
+            view = read_monitor(host, target.container("hub"))
+        assert view is not None, "invoke gpus reads the hub's monitor"
+        (mine,) = view["holders"]
+        assert (mine["user"], mine["busy"]) == ("alice", True)
+        assert [p["pid"] for p in mine["processes"]] == [pid_a]
+        assert view["pool"]["free"] == 3
+
+    finally:
+        usage_file.unlink(missing_ok=True)
+        for c in (alice.container, target.user_container("idler")):
+            with contextlib.suppress(docker.errors.NotFound):
+                lab.client.containers.get(c).exec_run(["pkill", "-f", "sleep 900"])

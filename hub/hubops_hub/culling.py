@@ -1,0 +1,228 @@
+"""GPU-aware culling: jupyterhub-idle-culler with hubops' arbiter.
+
+jupyterhub-idle-culler (2.0) asks ``IdleCuller.cull_arbiter_hook`` whether to stop each ready
+server, given the time since the server's last Jupyter activity. hubops' arbiter adds what a
+GPU holder does on its GPU (from the GPU monitor, ``hubops_hub.gpumon``) and the maximum age,
+and leaves the decision to :func:`decide`:
+
+- a server older than ``culling.max_age`` is stopped (reason ``max-age``);
+- a server without a GPU is stopped after ``culling.timeout`` without Jupyter activity
+  (``idle``), as without hubops;
+- a server that holds a GPU is stopped once it has used neither its GPU nor Jupyter for its
+  GPU idle timeout (``gpu-idle``): the profile's ``gpu_idle_timeout``, else
+  ``gpu.idle_timeout``, else ``culling.timeout``. While it is busy on its GPU it is never
+  stopped for Jupyter inactivity alone, and when the monitor cannot say what its GPU does, it
+  is kept.
+
+Each stop is written, before the culler stops the server, to a journal in the hub's data
+directory (one JSON line: time, user, server, reason, message): the hub counts culls by
+reason from it (``hubops_culls_total``), and the spawn form shows a user why their last
+server was stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from hubops_hub.labels import LABEL_GPU_IDLE_TIMEOUT, LABEL_GPUS, LABEL_SERVER, LABEL_USER
+
+JOURNAL = "/srv/jupyterhub/hubops-culls.jsonl"
+REASONS = ("idle", "gpu-idle", "max-age")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cull: bool
+    reason: str = ""  # one of REASONS when cull
+    message: str = ""  # for the user and the log
+
+
+KEEP = Verdict(False)
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def decide(
+    *,
+    jupyter_idle: float,
+    timeout: int,
+    age: float | None = None,
+    max_age: int = 0,
+    holds_gpu: bool = False,
+    gpu_idle: float | None = None,
+    gpu_timeout: int | None = None,
+) -> Verdict:
+    """Whether to stop a server, and why. ``gpu_idle``: seconds since the holder last used
+    its GPU (None: unknown); ``gpu_timeout``: its GPU idle timeout (None: ``timeout``)."""
+    if max_age and age is not None and age >= max_age:
+        return Verdict(
+            True,
+            "max-age",
+            f"it had run for {_span(age)}, the longest a server may run here "
+            f"({_span(max_age)}, culling.max_age)",
+        )
+    if not holds_gpu:
+        if jupyter_idle >= timeout:
+            return Verdict(
+                True,
+                "idle",
+                f"it was not used for {_span(jupyter_idle)} "
+                f"({_span(timeout)} allowed, culling.timeout)",
+            )
+        return KEEP
+    if gpu_idle is None:
+        return KEEP
+    limit = gpu_timeout or timeout
+    idle = min(jupyter_idle, gpu_idle)
+    if idle >= limit:
+        return Verdict(
+            True,
+            "gpu-idle",
+            f"it held a GPU and used neither the GPU nor Jupyter for {_span(idle)} "
+            f"({_span(limit)} allowed, gpu.idle_timeout); the GPU went back to the pool",
+        )
+    return KEEP
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+def record(path: str, user: str, server: str, verdict: Verdict, now: float) -> None:
+    line = json.dumps(
+        {
+            "at": now,
+            "user": user,
+            "server": server,
+            "reason": verdict.reason,
+            "message": verdict.message,
+        }
+    )
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def entries(path: str = JOURNAL) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut off by a crash
+    return out
+
+
+def counts(path: str = JOURNAL) -> Counter[str]:
+    return Counter(str(e.get("reason", "")) for e in entries(path))
+
+
+def last_for(user: str, server: str = "", path: str = JOURNAL) -> dict[str, Any] | None:
+    found = [e for e in entries(path) if e.get("user") == user and e.get("server", "") == server]
+    return found[-1] if found else None
+
+
+# --- the arbiter -----------------------------------------------------------------------------
+
+
+class Arbiter:
+    """``IdleCuller.cull_arbiter_hook``: called for each ready server with its Jupyter
+    inactivity; the server model carries the spawner's state (scope admin:server_state), whose
+    object_id is the user's container."""
+
+    def __init__(self, max_age: int, journal: str, state_url: str) -> None:
+        import docker
+
+        self.client = docker.from_env()
+        self.max_age = max_age
+        self.journal = journal
+        self.state_url = state_url
+        self.log_name = "hubops-culler"
+
+    def labels(self, container_id: str) -> dict[str, str]:
+        import docker.errors
+
+        try:
+            info = self.client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return {}
+        return dict((info.get("Config") or {}).get("Labels") or {})
+
+    async def __call__(
+        self, *, inactive: timedelta, inactive_limit: int, server: dict[str, Any], **_: Any
+    ) -> bool:
+        from hubops_hub.gpumon import read_state
+
+        container_id = str((server.get("state") or {}).get("object_id") or "")
+        labels = self.labels(container_id) if container_id else {}
+        holds_gpu = bool(labels.get(LABEL_GPUS))
+        gpu_idle = None
+        if holds_gpu:
+            state = read_state(self.state_url) or {}
+            if state.get("sampled_at") and not state.get("error"):
+                held = {h["container_id"]: h for h in state.get("holders", [])}
+                if container_id in held:
+                    gpu_idle = float(held[container_id]["idle_seconds"])
+        started = server.get("started")
+        age = None
+        if started:
+            from jupyterhub_idle_culler import parse_date, utcnow
+
+            age = (utcnow() - parse_date(started)).total_seconds()
+        timeout_label = labels.get(LABEL_GPU_IDLE_TIMEOUT, "")
+        verdict = decide(
+            jupyter_idle=inactive.total_seconds(),
+            timeout=inactive_limit,
+            age=age,
+            max_age=self.max_age,
+            holds_gpu=holds_gpu,
+            gpu_idle=gpu_idle,
+            gpu_timeout=int(timeout_label) if timeout_label.isdigit() else None,
+        )
+        if verdict.cull:
+            user = labels.get(LABEL_USER) or str(server.get("url", "")).rstrip("/").split("/")[-1]
+            record(
+                self.journal,
+                user,
+                labels.get(LABEL_SERVER, server.get("name", "")),
+                verdict,
+                time.time(),
+            )
+            print(f"[hubops-culler] stopping {user}'s server: {verdict.message}", file=sys.stderr)
+        return verdict.cull
+
+
+def main() -> None:
+    """jupyterhub-idle-culler's command line, with hubops' arbiter; HUBOPS_CULL_MAX_AGE is the
+    maximum age (the culler's own --max-age stays 0: the arbiter decides, so it is counted)."""
+    from jupyterhub_idle_culler import IdleCuller
+
+    from hubops_hub.gpumon import STATE_URL
+
+    arbiter = Arbiter(
+        max_age=int(os.environ.get("HUBOPS_CULL_MAX_AGE", "0")),
+        journal=os.environ.get("HUBOPS_CULL_JOURNAL", JOURNAL),
+        state_url=os.environ.get("HUBOPS_GPU_STATE_URL", STATE_URL),
+    )
+    IdleCuller.launch_instance(cull_arbiter_hook=arbiter)
+
+
+if __name__ == "__main__":
+    main()

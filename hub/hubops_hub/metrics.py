@@ -1,0 +1,103 @@
+"""hubops' gauges on the hub's own Prometheus endpoint (/hub/metrics, scope read:metrics).
+
+Registered in the hub process's default registry when the spawner module is imported, so
+JupyterHub serves them next to its own metrics. At each scrape the collector reads the GPU
+monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most) and the cull journal
+(``hubops_hub.culling``); spawn failures are counted by the spawner as they happen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hubops_hub import culling
+from hubops_hub.gpumon import STATE_URL, read_state
+
+MONITOR_ENV = "HUBOPS_GPU_MONITOR"  # set (to "1") in the hub container when the monitor runs
+MIB = 1024 * 1024
+
+SPAWN_FAILURES = Counter(
+    "hubops_gpu_spawn_failures",
+    "Spawns refused because the GPUs asked for were not free (reason: empty-pool) or over "
+    "the user's limit (over-limit).",
+    ["reason"],
+)
+
+
+class HubopsCollector(Collector):
+    def __init__(self, state_url: str = STATE_URL, journal: str = culling.JOURNAL) -> None:
+        self.state_url = state_url
+        self.journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        culls = CounterMetricFamily(
+            "hubops_culls", "User servers stopped by the idle culler, by reason.", labels=["reason"]
+        )
+        found = culling.counts(self.journal)
+        for reason in culling.REASONS:
+            culls.add_metric([reason], found.get(reason, 0))
+        yield culls
+        if not os.environ.get(MONITOR_ENV):
+            return
+        state = read_state(self.state_url)
+        up = state is not None and state.get("sampled_at") is not None and not state.get("error")
+        yield GaugeMetricFamily(
+            "hubops_gpu_monitor_up",
+            "1 when the GPU monitor's last sample succeeded.",
+            value=int(up),
+        )
+        if state is None:
+            return
+        pool = state["pool"]
+        for what, help_text in (
+            ("total", "GPUs (pool IDs) the hub hands out."),
+            ("held", "GPUs of the pool held by a running server."),
+            ("free", "GPUs of the pool that can take one more server now."),
+        ):
+            yield GaugeMetricFamily(f"hubops_gpus_{what}", help_text, value=pool[what])
+        labels = ["gpu", "uuid", "name"]
+        util = GaugeMetricFamily(
+            "hubops_gpu_utilization_ratio", "GPU utilisation, 0-1.", labels=labels
+        )
+        used = GaugeMetricFamily(
+            "hubops_gpu_memory_used_bytes", "GPU memory in use.", labels=labels
+        )
+        total = GaugeMetricFamily("hubops_gpu_memory_total_bytes", "GPU memory.", labels=labels)
+        idle = GaugeMetricFamily(
+            "hubops_gpu_idle_seconds",
+            "Seconds since the GPU was last at or above the busy utilisation.",
+            labels=labels,
+        )
+        for g in state["gpus"]:
+            key = [g["index"], g["uuid"], g["name"]]
+            if g["utilization"] is not None:
+                util.add_metric(key, g["utilization"] / 100)
+            if g["memory_used_mib"] is not None:
+                used.add_metric(key, g["memory_used_mib"] * MIB)
+            if g["memory_total_mib"] is not None:
+                total.add_metric(key, g["memory_total_mib"] * MIB)
+            idle.add_metric(key, g["idle_seconds"])
+        yield from (util, used, total, idle)
+        holder = GaugeMetricFamily(
+            "hubops_gpu_holder_idle_seconds",
+            "Seconds since a GPU-holding server last used its GPU (or started).",
+            labels=["user", "server", "gpus"],
+        )
+        for h in state["holders"]:
+            holder.add_metric([h["user"], h["server"], ",".join(h["gpus"])], h["idle_seconds"])
+        yield holder
+
+
+_registered: list[HubopsCollector] = []
+
+
+def register() -> None:
+    """Once per process."""
+    if not _registered:
+        _registered.append(HubopsCollector())
+        REGISTRY.register(_registered[0])
