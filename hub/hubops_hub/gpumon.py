@@ -21,6 +21,7 @@ spawn form and ``invoke gpus`` all read that same view.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -241,13 +242,21 @@ class Monitor:
         self.sample: Sample | None = None
         self.holders: list[Holder] = []
         self.error: str | None = "no sample yet"
+        self.probe_seconds: float | None = None
 
     def probe(self) -> Sample:
         import docker
+        import docker.errors
 
+        # one name per environment: a probe left behind by a killed monitor (a hub restart
+        # in the middle of a sample) is removed by the next one, never piled up
+        name = f"hubops-{self.environment}-gpu-probe"
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_container(name, force=True)
         out = self.client.containers.run(
             self.image,
             ["python3", "-m", "hubops_hub.nvml"],
+            name=name,
             remove=True,
             stdout=True,
             stderr=False,
@@ -276,8 +285,10 @@ class Monitor:
         return out
 
     def step(self) -> None:
+        begun = time.monotonic()
         try:
             sample = self.probe()
+            self.probe_seconds = round(time.monotonic() - begun, 2)
             holders = self.read_holders()
         except Exception as exc:  # any failure: keep the last view, say why
             self.error = f"{type(exc).__name__}: {exc}"
@@ -293,7 +304,9 @@ class Monitor:
             holders = self.read_holders()
         except Exception:  # the engine does not answer now: the holders of the last sample
             holders = self.holders
-        return view(self.sample, holders, self.tracker, self.policy, time.time(), self.error)
+        out = view(self.sample, holders, self.tracker, self.policy, time.time(), self.error)
+        out["probe_seconds"] = self.probe_seconds  # what the last sample cost, start to end
+        return out
 
     def run(self) -> None:
         monitor = self

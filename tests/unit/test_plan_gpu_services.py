@@ -5,7 +5,10 @@ enough for the shortest GPU idle timeout."""
 
 from __future__ import annotations
 
+import pytest
+
 from hubops import environments
+from hubops.errors import ConfigError
 from hubops.plan import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE, cull_every, hub_config, plan
 from tests.conftest import Checkout
 
@@ -54,3 +57,16 @@ def test_the_culler_runs_often_enough_for_the_shortest_gpu_timeout(checkout: Che
     assert cull_every(environments.load(checkout.root, "lab").settings) == 60
     checkout.set_setting("lab", "gpu.idle_timeout", None)
     assert cull_every(environments.load(checkout.root, "lab").settings) == 300
+
+
+def test_a_gpu_idle_timeout_on_a_swarm_or_without_gpus_is_one_clear_error(
+    checkout: Checkout,
+) -> None:
+    checkout.set_setting("lab", "gpu", {"policy": "none", "idle_timeout": 600})
+    with pytest.raises(ConfigError, match=r"gpu\.idle_timeout.*is 600, but gpu\.policy is none"):
+        environments.load(checkout.root, "lab")
+    checkout.set_setting("lab", "gpu", {"policy": "exclusive", "idle_timeout": 600})
+    checkout.set_setting("lab", "network.isolation", False)
+    checkout.set_setting("lab", "cluster", "swarm")
+    with pytest.raises(ConfigError, match=r"gpu\.idle_timeout.*cluster swarm.*remove it"):
+        environments.load(checkout.root, "lab")

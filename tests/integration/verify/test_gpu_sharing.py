@@ -366,6 +366,7 @@ def test_gpu_aware_culling_stops_the_idle_holder_keeps_the_busy_one_and_metrics_
         with open_host(target.checkout_root, target.env) as host:
             view = read_monitor(host, target.container("hub"))
         assert view is not None, "invoke gpus reads the hub's monitor"
+        print(f"GPU monitor: one sample (a probe container) took {view['probe_seconds']} s")
         (mine,) = view["holders"]
         assert (mine["user"], mine["busy"]) == ("alice", True)
         assert [p["pid"] for p in mine["processes"]] == [pid_a]
