@@ -11,8 +11,10 @@ and leaves the decision to :func:`decide`:
 - a server that holds a GPU is stopped once it has used neither its GPU nor Jupyter for its
   GPU idle timeout (``gpu-idle``): the profile's ``gpu_idle_timeout``, else
   ``gpu.idle_timeout``, else ``culling.timeout``. While it is busy on its GPU it is never
-  stopped for Jupyter inactivity alone, and when the monitor cannot say what its GPU does, it
-  is kept.
+  stopped for Jupyter inactivity alone. When the monitor cannot say what its GPU does (no
+  sample yet, a GPU ID NVML does not list), it is kept; once the monitor has had no sample
+  for longer than that timeout, the plain rule applies, so a broken monitor does not keep
+  every GPU.
 
 Each stop is written, before the culler stops the server, to a journal in the hub's data
 directory (one JSON line: time, user, server, reason, message): the hub counts culls by
@@ -22,6 +24,7 @@ server was stopped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -65,9 +68,13 @@ def decide(
     holds_gpu: bool = False,
     gpu_idle: float | None = None,
     gpu_timeout: int | None = None,
+    monitor_down: bool = False,
 ) -> Verdict:
     """Whether to stop a server, and why. ``gpu_idle``: seconds since the holder last used
-    its GPU (None: unknown); ``gpu_timeout``: its GPU idle timeout (None: ``timeout``)."""
+    its GPU (None: unknown); ``gpu_timeout``: its GPU idle timeout (None: ``timeout``);
+    ``monitor_down``: the GPU monitor has had no sample for longer than that timeout, so a
+    holder whose use is unknown falls back to the plain rule (a broken monitor must not keep
+    every GPU forever)."""
     if max_age and age is not None and age >= max_age:
         return Verdict(
             True,
@@ -75,13 +82,16 @@ def decide(
             f"it had run for {_span(age)}, the longest a server may run here "
             f"({_span(max_age)}, culling.max_age)",
         )
-    if not holds_gpu:
+    if not holds_gpu or (gpu_idle is None and monitor_down):
         if jupyter_idle >= timeout:
             return Verdict(
                 True,
                 "idle",
                 f"it was not used for {_span(jupyter_idle)} "
-                f"({_span(timeout)} allowed, culling.timeout)",
+                f"({_span(timeout)} allowed, culling.timeout)"
+                + (
+                    "; its GPU use was unknown (the GPU monitor had no sample)" if holds_gpu else ""
+                ),
             )
         return KEEP
     if gpu_idle is None:
@@ -101,7 +111,9 @@ def decide(
 # --- the journal -----------------------------------------------------------------------------
 
 
-def record(path: str, user: str, server: str, verdict: Verdict, now: float) -> None:
+def record(
+    path: str, user: str, server: str, verdict: Verdict, now: float, container: str = ""
+) -> None:
     line = json.dumps(
         {
             "at": now,
@@ -109,6 +121,7 @@ def record(path: str, user: str, server: str, verdict: Verdict, now: float) -> N
             "server": server,
             "reason": verdict.reason,
             "message": verdict.message,
+            "container": container,
         }
     )
     with open(path, "a", encoding="utf-8") as f:
@@ -131,7 +144,12 @@ def entries(path: str = JOURNAL) -> list[dict[str, Any]]:
 
 
 def counts(path: str = JOURNAL) -> Counter[str]:
-    return Counter(str(e.get("reason", "")) for e in entries(path))
+    """Culls by reason; a server the culler had to ask twice (its stop was slow or failed)
+    counts once: one container, one cull."""
+    seen: dict[str, str] = {}
+    for n, e in enumerate(entries(path)):
+        seen[str(e.get("container") or n)] = str(e.get("reason", ""))
+    return Counter(seen.values())
 
 
 def last_for(user: str, server: str = "", path: str = JOURNAL) -> dict[str, Any] | None:
@@ -170,23 +188,29 @@ class Arbiter:
     ) -> bool:
         from hubops_hub.gpumon import read_state
 
+        loop = asyncio.get_running_loop()
         container_id = str((server.get("state") or {}).get("object_id") or "")
-        labels = self.labels(container_id) if container_id else {}
+        labels = await loop.run_in_executor(None, self.labels, container_id) if container_id else {}
         holds_gpu = bool(labels.get(LABEL_GPUS))
+        timeout_label = labels.get(LABEL_GPU_IDLE_TIMEOUT, "")
+        gpu_timeout = int(timeout_label) if timeout_label.isdigit() else None
         gpu_idle = None
+        monitor_down = False
         if holds_gpu:
-            state = read_state(self.state_url) or {}
-            if state.get("sampled_at") and not state.get("error"):
-                held = {h["container_id"]: h for h in state.get("holders", [])}
-                if container_id in held:
-                    gpu_idle = float(held[container_id]["idle_seconds"])
+            state = await loop.run_in_executor(None, read_state, self.state_url)
+            if state is not None:
+                mine = {h["container_id"]: h for h in state.get("holders", [])}.get(container_id)
+                if state.get("sampled_at") and not state.get("error") and mine and mine["known"]:
+                    gpu_idle = float(mine["idle_seconds"])
+                last = state.get("sampled_at") or state.get("monitor_since") or 0
+                limit = gpu_timeout or inactive_limit
+                monitor_down = float(state.get("now", 0)) - float(last) > limit
         started = server.get("started")
         age = None
         if started:
             from jupyterhub_idle_culler import parse_date, utcnow
 
             age = (utcnow() - parse_date(started)).total_seconds()
-        timeout_label = labels.get(LABEL_GPU_IDLE_TIMEOUT, "")
         verdict = decide(
             jupyter_idle=inactive.total_seconds(),
             timeout=inactive_limit,
@@ -194,17 +218,14 @@ class Arbiter:
             max_age=self.max_age,
             holds_gpu=holds_gpu,
             gpu_idle=gpu_idle,
-            gpu_timeout=int(timeout_label) if timeout_label.isdigit() else None,
+            gpu_timeout=gpu_timeout,
+            monitor_down=monitor_down,
         )
         if verdict.cull:
-            user = labels.get(LABEL_USER) or str(server.get("url", "")).rstrip("/").split("/")[-1]
-            record(
-                self.journal,
-                user,
-                labels.get(LABEL_SERVER, server.get("name", "")),
-                verdict,
-                time.time(),
-            )
+            full_name = str(server.get("full_name") or "/")  # "user/server name"
+            user = labels.get(LABEL_USER) or full_name.split("/")[0]
+            name = labels.get(LABEL_SERVER, str(server.get("name", "")))
+            record(self.journal, user, name, verdict, time.time(), container_id)
             print(f"[hubops-culler] stopping {user}'s server: {verdict.message}", file=sys.stderr)
         return verdict.cull
 

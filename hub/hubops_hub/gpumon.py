@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from hubops_hub.gpus import Holding, Policy, free_ids
+from hubops_hub.gpus import HOLDING_STATES, Holding, Policy, free_ids
 from hubops_hub.labels import (
     LABEL_ENV,
     LABEL_GPU_IDLE_TIMEOUT,
@@ -91,10 +91,24 @@ def gpu_uuids(holder: Holder, sample: Sample) -> list[str]:
     return out
 
 
+def known(holder: Holder, sample: Sample) -> bool:
+    """Whether the sample can say what the holder does: each of its IDs is a GPU (or a MIG
+    device of one) that NVML listed. Where not, the culler keeps the holder."""
+    return holder.gpus == ("all",) or all(sample.state(g) is not None for g in holder.gpus)
+
+
+def _app_gpu(app_gpu: str, sample: Sample) -> str:
+    """The physical GPU's UUID of a process's GPU (NVML may name a MIG device)."""
+    state = sample.state(app_gpu)
+    return state.uuid if state else app_gpu
+
+
 def holder_busy(holder: Holder, sample: Sample, holders: Iterable[Holder], busy: int) -> bool:
     """Whether ``holder`` used one of its GPUs at ``sample`` (see the module's rule)."""
     others = Counter(u for h in holders for u in gpu_uuids(h, sample))
-    mine = {a.gpu_uuid for a in sample.apps if a.container_id == holder.container_id}
+    mine = {
+        _app_gpu(a.gpu_uuid, sample) for a in sample.apps if a.container_id == holder.container_id
+    }
     for uuid in gpu_uuids(holder, sample):
         state = next(g for g in sample.gpus if g.uuid == uuid)
         if state.utilization is None:  # MIG: no utilisation from NVML; a process is use
@@ -163,6 +177,7 @@ def view(
                 "gpus": list(h.gpus),
                 "gpu_uuids": gpu_uuids(h, sample),
                 "busy": holder_busy(h, sample, holders, tracker.busy),
+                "known": known(h, sample),
                 "idle_seconds": round(tracker.holder_idle(h, now), 1),
                 "processes": [asdict(a) for a in sample.apps if a.container_id == h.container_id],
             }
@@ -177,12 +192,8 @@ def pool_view(sample: Sample | None, holders: list[Holder], policy: Policy) -> d
     if policy.name in ("exclusive", "shared"):
         ids = list(policy.pool)
         free = free_ids(policy, holdings)
-    elif policy.name == "pinned":
-        ids = sorted(
-            {g for v in [*policy.pinned_users.values(), *policy.pinned_groups.values()] for g in v}
-        )
-        free = []
-    else:  # all: every server sees every GPU; none: no GPU
+    else:  # pinned: each user's own GPUs, no pool (the form says so); all: every server
+        # sees every GPU; none: no GPU
         ids = [g.index for g in sample.gpus] if sample and policy.name == "all" else []
         free = []
     held = {g for h in holders for g in h.gpus}
@@ -277,8 +288,10 @@ class Monitor:
     def read_holders(self) -> list[Holder]:
         out = []
         for c in self.client.api.containers(
-            filters={"label": [f"{LABEL_ENV}={self.environment}", LABEL_GPUS], "status": "running"}
+            all=True, filters={"label": [f"{LABEL_ENV}={self.environment}", LABEL_GPUS]}
         ):
+            if c.get("State") not in HOLDING_STATES:  # as the spawner's allocation counts
+                continue
             h = holder_from_labels(str(c["Id"]), c.get("Labels") or {})
             if h is not None:
                 out.append(h)

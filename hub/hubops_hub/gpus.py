@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLICIES = ("none", "all", "exclusive", "shared", "pinned")
+# container states in which a user container holds the GPUs of its label
+HOLDING_STATES = frozenset({"created", "running", "restarting", "paused"})
 
 
 class NoGPUAvailable(Exception):

@@ -23,6 +23,7 @@ from traitlets import Dict, Integer, List, Unicode
 from hubops_hub import culling, metrics
 from hubops_hub.gpumon import kinds, read_state
 from hubops_hub.gpus import (
+    HOLDING_STATES,
     Holding,
     NoGPUAvailable,
     Policy,
@@ -42,7 +43,6 @@ from hubops_hub.labels import (
     LABEL_USER,
 )
 
-HOLDING_STATES = {"created", "running", "restarting", "paused"}
 STOP_GRACE = 120  # seconds: a culled server's stop, after the cull's journal entry
 
 _ALLOCATION_LOCK = asyncio.Lock()

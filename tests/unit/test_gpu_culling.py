@@ -181,3 +181,39 @@ def test_the_journal_counts_by_reason_and_gives_a_user_the_last_reason(tmp_path:
 @pytest.mark.parametrize(("seconds", "shown"), [(59, "59 s"), (1800, "30 min"), (9000, "2.5 h")])
 def test_spans_read_as_people_say_them(seconds: int, shown: str) -> None:
     assert shown in decide(jupyter_idle=seconds, timeout=seconds).message
+
+
+def test_a_broken_monitor_falls_back_to_the_plain_rule_for_holders() -> None:
+    verdict = decide(
+        jupyter_idle=4000, timeout=3600, holds_gpu=True, gpu_idle=None, monitor_down=True
+    )
+    assert (verdict.cull, verdict.reason) == (True, "idle")
+    assert "GPU use was unknown" in verdict.message
+    assert not decide(
+        jupyter_idle=100, timeout=3600, holds_gpu=True, gpu_idle=None, monitor_down=True
+    ).cull
+
+
+def test_a_holder_whose_gpu_nvml_does_not_list_is_unknown() -> None:
+    a = Holder(CID_A, "alice", "", ("7",), started=0)
+    s = sample(100, 0, 0, [])
+    out = view(s, [a], Tracker(busy=5, since=0), Policy("exclusive", pool=("7",)), now=5000)
+    assert out["holders"][0]["known"] is False, "the arbiter keeps it"
+    b = Holder(CID_B, "bob", "", ("1",), started=0)
+    assert view(s, [b], Tracker(busy=5, since=0), Policy("exclusive", pool=("1",)), 9)["holders"][
+        0
+    ]["known"]
+
+
+def test_a_pinned_pool_shows_no_free_count() -> None:
+    pool = pool_view(sample(1, 0, 0, []), [], Policy("pinned", pinned_users={"alice": ("0",)}))
+    assert (pool["total"], pool["free"]) == (0, 0), "the form says the GPUs are assigned"
+
+
+def test_a_server_asked_twice_to_stop_is_one_cull(tmp_path: Path) -> None:
+    path = str(tmp_path / "culls.jsonl")
+    v = decide(jupyter_idle=99, timeout=10)
+    culling.record(path, "bob", "", v, 5, container=CID_B)
+    culling.record(path, "bob", "", v, 10, container=CID_B)  # the first stop was slow
+    culling.record(path, "ann", "", v, 11, container=CID_A)
+    assert culling.counts(path) == {"idle": 2}
