@@ -135,6 +135,11 @@ def main():
     if not os.path.isabs(root):
         root = os.path.join(bundle, root)
     env = dict(e.split("=", 1) for e in config.get("process", {}).get("env", []) if "=" in e)
+    # as the toolkit: nvidia-smi and NVML come with the capability utility (the default when
+    # NVIDIA_DRIVER_CAPABILITIES is empty or unset), or all
+    caps = (env.get("NVIDIA_DRIVER_CAPABILITIES") or "utility").split(",")
+    if "utility" not in caps and "all" not in caps:
+        return 0
     with open(INVENTORY) as f:
         gpus = json.load(f)
     target = os.path.join(root, "usr", "bin", "nvidia-smi")
