@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED, LABEL_USER
+from hubops_hub.gpumon import holder_from_labels
+from hubops_hub.labels import LABEL_ENV, LABEL_GPUS
 
 from hubops.hosts import Host, quote
 
@@ -40,17 +41,15 @@ def holders(host: Host, environment: str) -> list[GPUHolder]:
         return []
     out = []
     for c in json.loads(host.run(quote("docker", "inspect", *listing)).stdout):
-        labels = c["Config"].get("Labels") or {}
-        gpus = labels.get(LABEL_GPUS, "")
-        if not gpus:
+        h = holder_from_labels(str(c["Id"]), c["Config"].get("Labels") or {})
+        if h is None:
             continue
-        started = labels.get(LABEL_STARTED)
         out.append(
             GPUHolder(
-                user=labels.get(LABEL_USER, "?"),
-                server=labels.get(LABEL_SERVER, "") or "(default)",
-                gpus=tuple(gpus.split(",")),
-                since=datetime.fromtimestamp(int(started), tz=timezone.utc) if started else None,
+                user=h.user,
+                server=h.server or "(default)",
+                gpus=h.gpus,
+                since=datetime.fromtimestamp(h.started, tz=timezone.utc) if h.started else None,
                 image=str(c["Config"].get("Image", "")),
                 state=str(c["State"].get("Status", "")),
             )

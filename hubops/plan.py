@@ -81,7 +81,6 @@ CULLER_SCOPES = [
     "delete:servers",
     "admin:server_state",
 ]
-CULL_JOURNAL = f"{HUB_DATA_DIR}/hubops-culls.jsonl"  # hubops_hub.culling.JOURNAL
 GPU_MONITOR = "hubops-gpus"  # the GPU monitor's service (hubops_hub.gpumon)
 METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
 
@@ -177,6 +176,12 @@ def names(env_name: str) -> dict[str, str]:
         "hub": f"{prefix}-hub",
         "user_prefix": f"{prefix}-user",
     }
+
+
+def hub_image(settings: Environment, revs: Mapping[str, str], digests: Digests = None) -> str:
+    """The hub image's reference (by digest once pushed): the hub, and the GPU monitor's
+    probe, run it."""
+    return images.by_digest(images.pinned_ref(settings.registry.url, "hub", revs["hub"]), digests)
 
 
 def singleuser_choices(
@@ -279,9 +284,6 @@ def hub_config(
     )
     if gpu_monitor(settings):
         g = settings.gpu
-        hub_image = images.by_digest(
-            images.pinned_ref(settings.registry.url, "hub", revs["hub"]), digests
-        )
         services.append(
             {
                 "name": GPU_MONITOR,
@@ -290,7 +292,7 @@ def hub_config(
                     "-m",
                     "hubops_hub.gpumon",
                     f"--environment={env_name}",
-                    f"--image={hub_image}",
+                    f"--image={hub_image(settings, revs, digests)}",
                     f"--every={g.sample_every}",
                     f"--busy={g.busy_utilization}",
                     f"--policy={json.dumps(gpu_policy(settings), sort_keys=True)}",
@@ -310,10 +312,7 @@ def hub_config(
                     f"--cull-every={cull_every(settings)}",
                     "--max-age=0",  # the arbiter applies culling.max_age, and counts it
                 ],
-                "environment": {
-                    "HUBOPS_CULL_MAX_AGE": str(c.max_age),
-                    "HUBOPS_CULL_JOURNAL": CULL_JOURNAL,
-                },
+                "environment": {"HUBOPS_CULL_MAX_AGE": str(c.max_age)},
             }
         )
         roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
@@ -451,7 +450,7 @@ def plan(
     paths = settings.paths
     registry = settings.registry.url
     proxy_image = images.by_digest(images.pinned_ref(registry, "proxy", revs["proxy"]), digests)
-    hub_image = images.by_digest(images.pinned_ref(registry, "hub", revs["hub"]), digests)
+    hub_ref = hub_image(settings, revs, digests)
     labels = {LABEL_ENV: env_name}
 
     proxy_cmd = [
@@ -522,7 +521,7 @@ def plan(
     hub = ContainerSpec(
         role="hub",
         name=n["hub"],
-        image=hub_image,
+        image=hub_ref,
         command=["jupyterhub", "-f", f"{HUB_CONFIG_DIR}/{CONFIG_FILE}"],
         # hubops_hub.metrics.MONITOR_ENV: the hub's metrics and spawn form read the monitor
         environment={"HUBOPS_GPU_MONITOR": "1"} if gpu_monitor(settings) else {},
@@ -535,7 +534,7 @@ def plan(
             *_oauth_ca_mount(settings),
         ],
         network=n["network"],
-        labels={**labels, LABEL_ROLE: "hub", LABEL_IMAGE: hub_image},
+        labels={**labels, LABEL_ROLE: "hub", LABEL_IMAGE: hub_ref},
         cap_drop=["ALL"],
         cap_add=HUB_CAPS,
         security_opt=NO_NEW_PRIVILEGES,
@@ -556,7 +555,7 @@ def plan(
         network=n["network"],
         images=[
             proxy_image,
-            hub_image,
+            hub_ref,
             *dict.fromkeys(singleuser_choices(settings, revs, digests).values()),
         ],
         host_dirs=host_dirs,

@@ -36,7 +36,7 @@ from typing import Any
 
 from hubops_hub.labels import LABEL_GPU_IDLE_TIMEOUT, LABEL_GPUS, LABEL_SERVER, LABEL_USER
 
-JOURNAL = "/srv/jupyterhub/hubops-culls.jsonl"
+JOURNAL = "/srv/jupyterhub/hubops-culls.jsonl"  # in the hub data dir (hubops.plan.HUB_DATA_DIR)
 REASONS = ("idle", "gpu-idle", "max-age")
 
 
@@ -50,7 +50,8 @@ class Verdict:
 KEEP = Verdict(False)
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
+    """Seconds as people say them: 59 s, 30 min, 2.5 h."""
     seconds = int(seconds)
     if seconds < 120:
         return f"{seconds} s"
@@ -79,16 +80,16 @@ def decide(
         return Verdict(
             True,
             "max-age",
-            f"it had run for {_span(age)}, the longest a server may run here "
-            f"({_span(max_age)}, culling.max_age)",
+            f"it had run for {span(age)}, the longest a server may run here "
+            f"({span(max_age)}, culling.max_age)",
         )
     if not holds_gpu or (gpu_idle is None and monitor_down):
         if jupyter_idle >= timeout:
             return Verdict(
                 True,
                 "idle",
-                f"it was not used for {_span(jupyter_idle)} "
-                f"({_span(timeout)} allowed, culling.timeout)"
+                f"it was not used for {span(jupyter_idle)} "
+                f"({span(timeout)} allowed, culling.timeout)"
                 + (
                     "; its GPU use was unknown (the GPU monitor had no sample)" if holds_gpu else ""
                 ),
@@ -102,8 +103,8 @@ def decide(
         return Verdict(
             True,
             "gpu-idle",
-            f"it held a GPU and used neither the GPU nor Jupyter for {_span(idle)} "
-            f"({_span(limit)} allowed, gpu.idle_timeout); the GPU went back to the pool",
+            f"it held a GPU and used neither the GPU nor Jupyter for {span(idle)} "
+            f"({span(limit)} allowed, gpu.idle_timeout); the GPU went back to the pool",
         )
     return KEEP
 
@@ -172,7 +173,6 @@ class Arbiter:
         self.max_age = max_age
         self.journal = journal
         self.state_url = state_url
-        self.log_name = "hubops-culler"
 
     def labels(self, container_id: str) -> dict[str, str]:
         import docker.errors
@@ -239,8 +239,8 @@ def main() -> None:
 
     arbiter = Arbiter(
         max_age=int(os.environ.get("HUBOPS_CULL_MAX_AGE", "0")),
-        journal=os.environ.get("HUBOPS_CULL_JOURNAL", JOURNAL),
-        state_url=os.environ.get("HUBOPS_GPU_STATE_URL", STATE_URL),
+        journal=JOURNAL,
+        state_url=STATE_URL,
     )
     IdleCuller.launch_instance(cull_arbiter_hook=arbiter)
 

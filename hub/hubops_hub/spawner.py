@@ -21,7 +21,7 @@ from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
 from hubops_hub import culling, metrics
-from hubops_hub.gpumon import kinds, read_state
+from hubops_hub.gpumon import holder_from_labels, kinds, read_state
 from hubops_hub.gpus import (
     HOLDING_STATES,
     Holding,
@@ -128,7 +128,11 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             )
         max_gpus = int(profile.get("max_gpus", 0))
         if max_gpus > 0 and self.policy.name in ("exclusive", "shared", "pinned"):
-            free, total = await self.free_gpus()
+            pool = await self.monitor_pool()
+            if pool:  # the monitor's view: what `invoke gpus` shows
+                free, total, devices = int(pool["free"]), int(pool["total"]), pool["free_devices"]
+            else:
+                (free, total), devices = await self.free_gpus(), []
             default = self._default_count()
             counts = "".join(
                 f'<option value="{n}"{" selected" if n == default else ""}>{n}</option>'
@@ -142,17 +146,15 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             parts.append(
                 '<label for="gpus">GPUs</label>'
                 f'<select class="form-control" name="gpus" id="gpus">{counts}</select>'
-                f'<p class="help-block" id="gpus-free">{status}</p>{self._free_kinds_html()}'
+                f'<p class="help-block" id="gpus-free">{status}</p>{self._free_kinds_html(devices)}'
             )
         stopped = self._last_stop_html()
         if stopped:
             parts.insert(0, stopped)
         return "\n".join(parts)
 
-    def _free_kinds_html(self) -> str:
-        """The free GPUs by kind (model, MIG profile), each by index, from the monitor's view:
-        the same view `invoke gpus` prints."""
-        devices = (getattr(self, "_monitor_state", None) or {}).get("pool", {}).get("free_devices")
+    def _free_kinds_html(self, devices: list[dict[str, Any]]) -> str:
+        """The free GPUs by kind (model, MIG profile), each by index."""
         if not devices:
             return ""
         items = "".join(
@@ -213,28 +215,25 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         )
         out = []
         for c in containers:
-            labels = c.get("Labels") or {}
-            if c.get("State") not in HOLDING_STATES or not labels.get(LABEL_GPUS):
+            if c.get("State") not in HOLDING_STATES:
                 continue
-            out.append(
-                Holding(
-                    user=labels.get(LABEL_USER, "?"),
-                    server=labels.get(LABEL_SERVER, ""),
-                    gpus=tuple(labels[LABEL_GPUS].split(",")),
-                )
-            )
+            h = holder_from_labels(str(c.get("Id", "")), c.get("Labels") or {})
+            if h is not None:
+                out.append(Holding(user=h.user, server=h.server, gpus=h.gpus))
         return out
 
     async def free_gpus(self) -> tuple[int, int]:
-        """(free, total) GPUs for this user's profile, for the spawn form: from the GPU
-        monitor's view where it runs (what `invoke gpus` shows), else from the holdings."""
-        self._monitor_state = None
-        if os.environ.get(metrics.MONITOR_ENV):
-            state = await asyncio.get_running_loop().run_in_executor(None, read_state)
-            if state is not None and state.get("pool", {}).get("total"):
-                self._monitor_state = state
-                return int(state["pool"]["free"]), int(state["pool"]["total"])
+        """(free, total) GPUs for this user's profile, for the spawn form."""
         return free_count(self.policy, await self.holdings())
+
+    async def monitor_pool(self) -> dict[str, Any] | None:
+        """The pool as the GPU monitor sees it (free, total, the free devices described),
+        where the monitor runs and the policy has a pool; else None."""
+        if not os.environ.get(metrics.MONITOR_ENV):
+            return None
+        state = await asyncio.get_running_loop().run_in_executor(None, read_state)
+        pool = (state or {}).get("pool") or {}
+        return pool if pool.get("total") else None
 
     # --- spawning --------------------------------------------------------------------------
 

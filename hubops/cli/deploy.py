@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hubops_hub.culling import span
 from hubops_hub.gpumon import kinds
 from invoke.context import Context
 from rich.console import Console
@@ -271,7 +272,7 @@ def gpus(c: Context, env: str | None = None) -> None:
             use if usage.gpus else "-",
             memory if usage.gpus else "-",
             procs or "-",
-            _span(idle[(h.user, h.server)]) if (h.user, h.server) in idle else "?",
+            span(idle[(h.user, h.server)]) if (h.user, h.server) in idle else "?",
             since,
             h.image,
         )
@@ -289,11 +290,6 @@ def gpus(c: Context, env: str | None = None) -> None:
     elif g.pool:
         held = {gpu for h in found for gpu in h.gpus}
         echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
-
-
-def _span(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
 def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:

@@ -25,9 +25,11 @@ from hubops.render import render
 from hubops.target import image_fetcher
 from tests.conftest import REPO_ROOT, Checkout
 from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, USERS, set_auth
+from tests.support.hub import HubClient
 from tests.support.net import free_port
 from tests.support.oauth_provider import Provider, running_provider
 from tests.support.swarm import TestSwarm, test_swarm
+from tests.support.wait import wait_for
 
 # swarm test name -> login -> JupyterLab ready, seconds (printed in the summary)
 TIMES_KEY = pytest.StashKey[dict[str, float]]()
@@ -179,3 +181,24 @@ def swarm_hub(
                 hub = d.swarm.client().containers.get(f"hubops-{d.name}-hub")
                 Path(os.environ["HUBOPS_DUMP_HUB_LOG"]).write_bytes(hub.logs(timestamps=True))
             d.tear_down()
+
+
+def login(d: SwarmDeployment, name: str) -> HubClient:
+    """``name`` logged in through the test provider (alice, bob or carol)."""
+    client = HubClient(d.url)
+    user = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass"}[name]
+    page = client.oauth_login(name, user)
+    assert page.status_code == 200, f"{name} could not log in: {page.status_code} {page.url}"
+    return client
+
+
+def carol_with_a_file(d: SwarmDeployment, path: str, content: str) -> HubClient:
+    """carol logged in, her server up, her JupyterLab answering, and ``path`` written there."""
+    carol = login(d, "carol")
+    wait_for(lambda: carol.server_ready("carol"), 120, "carol's server")
+    wait_for(lambda: carol.lab_status("carol") == 200, 60, "carol's JupyterLab")
+    put = carol.contents(
+        "carol", "PUT", path, json={"type": "file", "format": "text", "content": content}
+    )
+    assert put.status_code in (200, 201), put.text
+    return carol

@@ -18,8 +18,7 @@ from hubops.migrate import Side, migrate
 from hubops.render import render
 from hubops.target import image_fetcher
 from tests.conftest import REPO_ROOT, Checkout
-from tests.integration.swarm.conftest import SwarmDeployment, swarm_env
-from tests.integration.swarm.test_swarm import _login
+from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, swarm_env
 from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, USERS, set_auth
 from tests.support.oauth_provider import running_provider
 from tests.support.swarm import TestSwarm
@@ -70,13 +69,7 @@ def test_a_single_host_lab_moves_to_the_swarm(
             d.set("auth.allowed_users", ["carol"])
         try:
             old.deploy()
-            carol = _login(old, "carol")
-            wait_for(lambda: carol.server_ready("carol"), 120, "carol's server (single host)")
-            wait_for(lambda: carol.lab_status("carol") == 200, 60, "carol's JupyterLab")
-            put = carol.contents(
-                "carol", "PUT", "moved.txt", json={"type": "file", "format": "text", "content": "m"}
-            )
-            assert put.status_code in (200, 201), put.text
+            carol = carol_with_a_file(old, "moved.txt", "m")
             made = carol.api("POST", "users/carol/tokens", json={"note": "before the move"})
             assert made.status_code == 201, made.text
             token = made.json()["token"]

@@ -15,22 +15,13 @@ from hubops import swarm as swarm_mod
 from hubops.errors import DeployError
 from hubops.gpu_report import GPUHolder
 from hubops.hosts import LocalHost
-from tests.integration.swarm.conftest import SwarmDeployment, swarm_env
+from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, login, swarm_env
 from tests.integration.verify.conftest import set_auth
-from tests.support.hub import HubClient
 from tests.support.oauth_provider import Provider
 from tests.support.swarm import TestSwarm
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.swarm
-
-
-def _login(d: SwarmDeployment, name: str) -> HubClient:
-    client = HubClient(d.url)
-    user = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass"}[name]
-    page = client.oauth_login(name, user)
-    assert page.status_code == 200, f"{name} could not log in: {page.status_code} {page.url}"
-    return client
 
 
 def _holders(d: SwarmDeployment) -> list[GPUHolder]:
@@ -70,7 +61,7 @@ def test_a_gitlab_user_logs_in_and_gets_a_server_as_a_swarm_service(
 ) -> None:
     d, _ = swarm_hub
     start = time.monotonic()
-    carol = _login(d, "carol")  # no provider group: the profile without GPUs
+    carol = login(d, "carol")  # no provider group: the profile without GPUs
     wait_for(lambda: carol.server_ready("carol"), 120, "carol's server")
     wait_for(lambda: carol.lab_status("carol") == 200, 60, "carol's JupyterLab")
     swarm_times["login -> JupyterLab ready (swarm service, no GPU)"] = time.monotonic() - start
@@ -104,7 +95,7 @@ def test_the_swarm_assigns_gpus_and_the_server_sees_exactly_those(
     swarm_hub: tuple[SwarmDeployment, Provider], swarm_times: dict[str, float]
 ) -> None:
     d, _ = swarm_hub
-    alice = _login(d, "alice")  # her profile offers GPUs: the spawn form, no server yet
+    alice = login(d, "alice")  # her profile offers GPUs: the spawn form, no server yet
     alice.start_server("alice")  # the default: 1 GPU
     node, container = _task_container(d, "alice")
     assert node == "worker", "only the worker advertises GPUs"
@@ -118,7 +109,7 @@ def test_the_swarm_assigns_gpus_and_the_server_sees_exactly_those(
     listed = [x for x in lines[1:] if x.startswith("GPU ")]
     assert listed == [f"GPU 0: hubops SIMULATED GPU (UUID: {gpu})"], lines
 
-    bob = _login(d, "bob")
+    bob = login(d, "bob")
     refused = bob.api("POST", "users/bob/server", json={"gpus": "2"})
     events = bob.progress("bob") if refused.status_code == 202 else []
     message = refused.text + " ".join(str(e.get("message", "")) for e in events)
@@ -196,7 +187,7 @@ def test_a_profile_pinned_to_node_labels_runs_only_on_a_node_with_them(
         )
 
     try:
-        alice = _login(d, "alice")
+        alice = login(d, "alice")
         refused = alice.api("POST", "users/alice/server", json={"gpus": "0"})
         events = alice.progress("alice") if refused.status_code == 202 else []
         message = refused.text + " ".join(str(e.get("message", "")) for e in events)
@@ -238,13 +229,7 @@ def test_user_data_in_named_volumes_made_by_the_volume_driver(
     provider.client.redirect_uris.append(f"{other.url}/hub/oauth_callback")
     try:
         other.deploy()
-        carol = _login(other, "carol")
-        wait_for(lambda: carol.server_ready("carol"), 120, "carol's server")
-        wait_for(lambda: carol.lab_status("carol") == 200, 60, "carol's JupyterLab")
-        put = carol.contents(
-            "carol", "PUT", "in-volume.txt", json={"type": "file", "format": "text", "content": "v"}
-        )
-        assert put.status_code in (200, 201), put.text
+        carol = carol_with_a_file(other, "in-volume.txt", "v")
         assert (exports / "carol" / "in-volume.txt").read_text() == "v"
         assert not (root / "users" / "jupyterhub-user-carol").exists(), "no host directory"
         service = swarm.client().services.get(f"hubops-{other.name}-user-carol")
