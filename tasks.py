@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from hubops.cli import config, deploy, images
+from hubops.cli import config, deploy, images, ops
 
 ns = Collection(
     config.envs,
@@ -21,13 +21,13 @@ ns = Collection(
     images.push,
     deploy.deploy,
     deploy.up,
-    deploy.doctor,
-    deploy.gpus,
-    deploy.status,
-    deploy.logs,
+    ops.doctor,
+    ops.gpus,
+    ops.status,
+    ops.logs,
 )
-ns.add_collection(Collection("host", prepare=deploy.host_prepare))
-ns.add_collection(Collection("db", backup=deploy.db_backup, restore=deploy.db_restore))
-ns.add_collection(Collection("tls", reload=deploy.tls_reload))
-ns.add_collection(Collection("swarm", migrate=deploy.swarm_migrate))
+ns.add_collection(Collection("host", prepare=ops.host_prepare))
+ns.add_collection(Collection("db", backup=ops.db_backup, restore=ops.db_restore))
+ns.add_collection(Collection("tls", reload=ops.tls_reload))
+ns.add_collection(Collection("swarm", migrate=ops.swarm_migrate))
 ns.configure({"hubops": {"root": str(Path(__file__).resolve().parent)}})

@@ -24,9 +24,9 @@ import docker
 from bench import measure
 from bench.report import write_report
 from bench.stacks import REPO, HubopsStack, PlainStack, Stack, SwarmStack, wait_healthy
-from hubops import environments
-from hubops.engine import ensure_docker, local_client
-from hubops.hosts import LocalHost
+from hubops.config import environments
+from hubops.host.engine import ensure_docker, local_client
+from hubops.host.local import LocalHost
 
 
 def machine() -> dict[str, Any]:

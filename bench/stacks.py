@@ -29,13 +29,15 @@ import requests
 import yaml
 from pydantic import SecretStr
 
-from hubops import environments, firewall, images
-from hubops.build import build as build_images
-from hubops.deploy import DeployResult, deploy
-from hubops.engine import BUILD_NETWORK
-from hubops.hosts import LocalHost
-from hubops.render import render
-from hubops.target import image_fetcher
+from hubops.config import environments
+from hubops.deploy import firewall
+from hubops.deploy.run import DeployResult, deploy
+from hubops.host.engine import BUILD_NETWORK
+from hubops.host.local import LocalHost
+from hubops.host.target import image_fetcher
+from hubops.images import table as images
+from hubops.images.build import build as build_images
+from hubops.plan.render import render
 from tests.support.swarm import TestSwarm, test_swarm
 from tests.support.tls import write_cert
 
@@ -210,7 +212,7 @@ class PlainStack(Stack):
                 rm=True,
                 nocache=no_cache,
                 decode=True,
-                network_mode=BUILD_NETWORK,  # made by hubops.build, which runs first
+                network_mode=BUILD_NETWORK,  # made by hubops.images.build, which runs first
             ):
                 if "error" in chunk:
                     raise RuntimeError(f"building {tag}: {chunk['error']}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hubops.hosts import Result
+    from hubops.host.base import Result
 
 
 class HubopsError(Exception):

@@ -36,7 +36,8 @@ from typing import Any
 
 from hubops_hub.labels import LABEL_GPU_IDLE_TIMEOUT, LABEL_GPUS, LABEL_SERVER, LABEL_USER
 
-JOURNAL = "/srv/jupyterhub/hubops-culls.jsonl"  # in the hub data dir (hubops.plan.HUB_DATA_DIR)
+# in the hub data dir (hubops.plan.model.HUB_DATA_DIR)
+JOURNAL = "/srv/jupyterhub/hubops-culls.jsonl"
 REASONS = ("idle", "gpu-idle", "max-age")
 
 

@@ -41,7 +41,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, p: Mapping[str, Any]) -> Policy:
-        """From the spawner's ``gpu_policy`` (hubops.plan.gpu_policy)."""
+        """From the spawner's ``gpu_policy`` (hubops.plan.hub_config.gpu_policy)."""
         return cls(
             name=p.get("name", "none"),
             pool=tuple(str(x) for x in p.get("pool", ())),

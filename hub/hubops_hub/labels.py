@@ -18,7 +18,7 @@ LABEL_IMAGE = f"{LABEL_PREFIX}.image"  # the image reference it runs, name@sha25
 LABEL_HASH = f"{LABEL_PREFIX}.spec-hash"  # hub and proxy: a hash of what made them
 LABEL_JH = f"{LABEL_PREFIX}.jupyterhub.version"  # images and the hub: JupyterHub's version
 LABEL_CUDA = f"{LABEL_PREFIX}.cuda"  # images: the CUDA version their user-space needs
-# networks: the fixed addresses of the proxy and the hub (hubops.firewall.Layout)
+# networks: the fixed addresses of the proxy and the hub (hubops.deploy.firewall.Layout)
 LABEL_ADDRESS_PROXY = f"{LABEL_PREFIX}.address.proxy"
 LABEL_ADDRESS_HUB = f"{LABEL_PREFIX}.address.hub"
 # user containers holding GPUs: seconds of GPU and Jupyter idleness before the culler stops them

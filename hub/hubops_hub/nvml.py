@@ -1,6 +1,6 @@
 """NVML through nvidia-smi's query interface: one parser for the hub's GPU monitor
 (``hubops_hub.gpumon``, which runs :func:`main` in a probe container) and for ``invoke gpus``
-on the hub host (``hubops.gpu_usage``).
+on the hub host (``hubops.ops.gpus``).
 
 The queries, each printed with ``--format=csv,noheader,nounits``:
 

@@ -1,7 +1,7 @@
 """OpenID Connect discovery: the endpoints an issuer publishes, checked as the spec says.
 
 Pure functions, no I/O, shared by the hub (``hubops_hub.auth``, at the first login) and by
-``invoke check --strict`` on the operator's machine (``hubops.oidc``), so both read the same
+``invoke check --strict`` on the operator's machine (``hubops.config.oidc``), so both read the same
 document the same way. OpenID Connect Discovery 1.0, sections 4 and 4.3: the document lives at
 ``<issuer>/.well-known/openid-configuration`` and its ``issuer`` must be the issuer asked for.
 """

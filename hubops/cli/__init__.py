@@ -18,9 +18,14 @@ from invoke.executor import Executor
 from invoke.parser.context import ParserContext
 from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
+from rich.console import Console
 
-from hubops import environments
+from hubops.config import environments
+from hubops.config.check import check as check_env
 from hubops.errors import ConfigError, HubopsError
+from hubops.images.table import revisions
+from hubops.images.push import digests_for_deploy, pushed_digests
+from hubops.plan.render import Rendered, render
 
 ENV_HELP = "Environment: a file config/environments/NAME.yaml (applies to every task on the line)."
 
@@ -100,3 +105,23 @@ def _env_arg_given(ctx: ParserContext) -> bool:
 def echo(lines: str | Sequence[str]) -> None:
     """Print a result for the operator."""
     print(lines if isinstance(lines, str) else "\n".join(lines))
+
+
+console = Console(stderr=True)
+
+
+def rendered_env(root: Path, name: str, strict: bool = True, digests: str = "known") -> Rendered:
+    """The environment rendered, with its pushed images by digest (an environment with a
+    registry). ``digests``: "required" (a deploy that pulls: every image of this checkout must
+    have been pushed), "known" (those `invoke push` recorded) or "none" (tags: --transfer)."""
+    report = check_env(root, name, strict=strict)
+    revs = revisions(root)
+    rendered = render(root, report.env, revs)
+    if report.env.settings.registry.url and digests != "none":
+        found = (
+            digests_for_deploy(root, report.env, rendered.plan.images)
+            if digests == "required"
+            else pushed_digests(root, name)
+        )
+        rendered = render(root, report.env, revs, found)
+    return rendered

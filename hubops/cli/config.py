@@ -5,13 +5,14 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from hubops import environments, images
-from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
+from hubops.config import environments
+from hubops.config.check import check as check_env
+from hubops.config.reference import update_readme
 from hubops.errors import HubopsError
-from hubops.reference import update_readme
-from hubops.render import render as render_env
-from hubops.render import render_values
+from hubops.images import table as images
+from hubops.plan.render import render as render_env
+from hubops.plan.render import render_values
 
 
 @task()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from invoke.context import Context
 
-from hubops import base_image, environments, secrets
-from hubops.build import build as build_images
-from hubops.check import check as check_env
 from hubops.cli import ENV_HELP, echo, repo_root, resolve_env, task
-from hubops.engine import local_client
-from hubops.push import push as push_images
-from hubops.push import record_pushed
+from hubops.config import environments, secrets
+from hubops.config.check import check as check_env
+from hubops.host.engine import local_client
+from hubops.images import base as base_image
+from hubops.images.build import build as build_images
+from hubops.images.push import push as push_images
+from hubops.images.push import record_pushed
 
 
 @task(help={"env": ENV_HELP}, name="base-image")

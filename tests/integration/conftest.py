@@ -14,10 +14,10 @@ import docker
 import pytest
 import testinfra
 
-from hubops import environments
-from hubops.build import BuiltImage, build
-from hubops.engine import ensure_docker, local_client, stop_started_dockerd
-from hubops.hosts import LocalHost
+from hubops.config import environments
+from hubops.host.engine import ensure_docker, local_client, stop_started_dockerd
+from hubops.host.local import LocalHost
+from hubops.images.build import BuiltImage, build
 from tests import gpusim
 from tests.conftest import REPO_ROOT, Checkout, tested_env_name
 from tests.support.labhost import LabHost, lab_host

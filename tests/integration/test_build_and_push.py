@@ -16,10 +16,10 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from hubops import environments
-from hubops.build import BuiltImage, build
+from hubops.config import environments
 from hubops.errors import PushError
-from hubops.push import push
+from hubops.images.build import BuiltImage, build
+from hubops.images.push import push
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.labhost import LabHost
 from tests.support.registry import Registry, running_registry
@@ -142,7 +142,7 @@ def test_no_op_rebuild_uses_the_cache(
 
 
 def test_ca_bundle_path_that_does_not_exist_is_one_clear_error(checkout: Checkout) -> None:
-    from hubops.check import check
+    from hubops.config.check import check
     from hubops.errors import ConfigError
 
     checkout.edit_env(

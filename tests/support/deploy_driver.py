@@ -12,10 +12,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from hubops import environments, images
-from hubops.deploy import deploy
-from hubops.render import render
-from hubops.target import image_fetcher, open_host
+from hubops.config import environments
+from hubops.deploy.run import deploy
+from hubops.host.target import image_fetcher, open_host
+from hubops.images import table as images
+from hubops.plan.render import render
 from tests.conftest import REPO_ROOT
 
 

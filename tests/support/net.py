@@ -17,6 +17,6 @@ def drop_firewall_rules(environment: str) -> None:
     removed container leaves them, as on a real host)."""
     import subprocess
 
-    from hubops.firewall import remove_command
+    from hubops.deploy.firewall import remove_command
 
     subprocess.run(["sh", "-c", remove_command(environment)], check=False, capture_output=True)

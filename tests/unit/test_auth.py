@@ -21,8 +21,8 @@ from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
-from hubops import environments
-from hubops.render import render
+from hubops.config import environments
+from hubops.plan.render import render
 from tests.conftest import Checkout
 
 REVS = {"proxy": "r", "hub": "r", "singleuser": "r", "base": "r"}

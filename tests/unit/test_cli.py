@@ -104,7 +104,7 @@ def test_a_followed_local_command_streams_and_stops_with_its_reader() -> None:
     import os
     import subprocess
 
-    from hubops.hosts import LocalHost
+    from hubops.host.local import LocalHost
 
     class Enough(Exception):
         pass

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from hubops import environments
-from hubops.deploy import (
+from hubops.config import environments
+from hubops.deploy.firewall import Layout
+from hubops.deploy.network import pinned
+from hubops.deploy.run import (
     _config_path,
     _firewall_spec,
     _hub_inputs,
@@ -25,13 +27,11 @@ from hubops.deploy import (
     interrupted,
     take_snapshot,
 )
-from hubops.firewall import Layout
-from hubops.hosts import Result
-from hubops.lock import Lock
-from hubops.network import pinned
-from hubops.plan import Plan
-from hubops.render import render
-from hubops.swap import Swap
+from hubops.deploy.swap import Swap
+from hubops.host.base import Result
+from hubops.host.lock import Lock
+from hubops.plan.model import Plan
+from hubops.plan.render import render
 from tests.conftest import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}

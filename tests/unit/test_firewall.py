@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from hubops import environments
-from hubops.firewall import Layout, chain, remove_command, rules, script
-from hubops.settings import Environment
+from hubops.config import environments
+from hubops.config.settings import Environment
+from hubops.deploy.firewall import Layout, chain, remove_command, rules, script
 from tests.conftest import Checkout
 
 LAYOUT = Layout.of("172.30.0.0/16")

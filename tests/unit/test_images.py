@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hubops import environments, images
-from hubops.build import BaseInfo, build_args, context_tar, wanted
-from hubops.images import IMAGES, VERSIONS, spec
+from hubops.config import environments
+from hubops.images import table as images
+from hubops.images.build import BaseInfo, build_args, context_tar, wanted
+from hubops.images.table import IMAGES, VERSIONS, spec
 from tests.conftest import REPO_ROOT, Checkout
 
 
@@ -157,9 +158,9 @@ def test_a_dirty_build_for_a_registry_is_refused_before_anything_is_built(
     checkout: Checkout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """lab pushes to a registry: a -dirty tag would name different builds there."""
-    from hubops import build as build_module
-    from hubops.build import build
     from hubops.errors import BuildError
+    from hubops.images import build as build_module
+    from hubops.images.build import build
 
     revs = {image.name: "0123abcd4567" for image in IMAGES}
     revs["hub"] = "0123abcd4567-dirty"

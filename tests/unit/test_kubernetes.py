@@ -33,18 +33,13 @@ from kubespawner import KubeSpawner
 from pydantic import BaseModel
 from traitlets.config import Config, Configurable
 
-from hubops import environments
+from hubops.config import environments
+from hubops.config.settings import Environment
+from hubops.config.z2jh import TABLE, Z2JH_CHART_VERSION, mapping_markdown, no_equivalent
+from hubops.deploy.helm import deploy
 from hubops.errors import ConfigError, DeployError
-from hubops.helm import deploy
-from hubops.images import IMAGES
-from hubops.kubernetes import (
-    TABLE,
-    Z2JH_CHART_VERSION,
-    mapping_markdown,
-    no_equivalent,
-    values,
-)
-from hubops.settings import Environment
+from hubops.images.table import IMAGES
+from hubops.plan.z2jh import values
 from tests.conftest import REPO_ROOT, Checkout
 from tests.unit.test_bad_input import run_invoke
 
@@ -840,7 +835,7 @@ def test_the_table_has_every_setting_and_no_other() -> None:
     leaves = leaf_settings(Environment)
     in_table = [row.setting for row in TABLE]
     assert len(in_table) == len(set(in_table)), "a setting is in the table twice"
-    assert sorted(leaves - set(in_table)) == [], "settings missing from hubops.kubernetes.TABLE"
+    assert sorted(leaves - set(in_table)) == [], "settings missing from hubops.config.z2jh.TABLE"
     assert sorted(set(in_table) - leaves) == [], "rows for settings that do not exist"
     assert "singleuser.profiles[].gpu_kind" in leaves, "the walk reaches into lists"
 
@@ -864,8 +859,8 @@ def test_every_row_without_equivalent_says_why_and_what_to_do() -> None:
 
 
 def test_settings_file_imports_without_a_cycle() -> None:
-    """hubops.settings loads hubops.kubernetes only inside the validator."""
-    code = "import hubops.settings, sys; assert 'hubops.kubernetes' not in sys.modules"
+    """hubops.config.settings loads hubops.plan.z2jh only inside the validator."""
+    code = "import hubops.config.settings, sys; assert 'hubops.plan.z2jh' not in sys.modules"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubops import lock
 from hubops.errors import LockError
-from hubops.hosts import LocalHost
+from hubops.host import lock
+from hubops.host.local import LocalHost
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_a_lock_whose_holder_died_is_taken_over(env_name: str) -> None:
     """A deploy killed with SIGKILL leaves its lock; the next deploy on this machine sees the
     holder's process is gone and takes it over."""
     code = (
-        "from hubops import lock; from hubops.hosts import LocalHost; "
+        "from hubops.host import lock; from hubops.host.local import LocalHost; "
         f"lock.acquire(LocalHost(), {env_name!r}); print('held', flush=True); "
         "import time; time.sleep(60)"
     )

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from hubops import environments
+from hubops.config import environments
 from hubops.errors import ConfigError
-from hubops.plan import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE, cull_every, hub_config, plan
+from hubops.plan.containers import plan
+from hubops.plan.hub_config import cull_every, hub_config
+from hubops.plan.model import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE
 from tests.conftest import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from hubops.config.settings import Environment
 from hubops.errors import HubopsError
-from hubops.hosts import LocalHost, Result
-from hubops.prepare import (
+from hubops.host.base import Result
+from hubops.host.local import LocalHost
+from hubops.ops.prepare import (
     NVIDIA_RUNTIME,
     PrepareReport,
     _live_restore,
@@ -24,7 +26,6 @@ from hubops.prepare import (
     swarm_resource_envvar,
     swarm_resource_text,
 )
-from hubops.settings import Environment
 
 UUID_A = "GPU-11111111-2222-3333-4444-555555555555"
 UUID_B = "GPU-66666666-7777-8888-9999-aaaaaaaaaaaa"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hubops.reference import reference, update_readme
+from hubops.config.reference import reference, update_readme
 from tests.conftest import REPO_ROOT
 
 

@@ -19,11 +19,11 @@ from hubops_hub.spawner import HubopsSpawner
 from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
-from hubops import environments
-from hubops.images import IMAGES
-from hubops.render import py_literal, render
-from hubops.secrets import resolve
-from hubops.settings import SharedPasswordAuth
+from hubops.config import environments
+from hubops.config.secrets import resolve
+from hubops.config.settings import SharedPasswordAuth
+from hubops.images.table import IMAGES
+from hubops.plan.render import py_literal, render
 from tests.conftest import SHIPPED_ENVS, Checkout
 
 BUILD = "0123abcd4567"
@@ -253,7 +253,7 @@ def test_pushed_images_are_deployed_by_digest(checkout: Checkout, hub_secrets: P
 def test_every_expression_in_a_template_goes_through_a_placing_filter() -> None:
     """A template expression without py, py_args, ident or comment is a render error, so no
     value reaches the file unchecked, comments included."""
-    from hubops.render import _environment
+    from hubops.plan.render import _environment
 
     env = _environment()
     with pytest.raises(TypeError, match="without a filter that places it"):
@@ -263,7 +263,7 @@ def test_every_expression_in_a_template_goes_through_a_placing_filter() -> None:
 
 @pytest.mark.parametrize("value", ["lab\nimport os", "lab\rx", "a\x00b", 3])
 def test_the_comment_filter_refuses_what_could_end_the_comment(value: Any) -> None:
-    from hubops.render import comment_filter
+    from hubops.plan.render import comment_filter
 
     with pytest.raises(TypeError, match="cannot place"):
         comment_filter(value)
@@ -271,7 +271,7 @@ def test_the_comment_filter_refuses_what_could_end_the_comment(value: Any) -> No
 
 @pytest.mark.parametrize("value", ["os.system('x')", "a b", "c\nd", ""])
 def test_the_ident_filter_takes_python_names_only(value: str) -> None:
-    from hubops.render import ident_filter
+    from hubops.plan.render import ident_filter
 
     with pytest.raises(TypeError, match="as a Python name"):
         ident_filter(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubops import environments, secrets
+from hubops.config import environments, secrets
 from hubops.errors import SecretError
 from tests.conftest import REPO_ROOT, Checkout
 

@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from hubops import environments
+from hubops.config import environments
+from hubops.config.settings import Environment, GitLabAuth, SharedPasswordAuth
 from hubops.errors import ConfigError
-from hubops.settings import Environment, GitLabAuth, SharedPasswordAuth
 from tests.conftest import REPO_ROOT, SHIPPED_ENVS, Checkout
 
 
 def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
-    from hubops.reference import _models
+    from hubops.config.reference import _models
 
     seen.add(model)
     for info in model.model_fields.values():

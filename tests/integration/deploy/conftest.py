@@ -13,11 +13,12 @@ import docker
 import pytest
 from pydantic import SecretStr
 
-from hubops import environments, images
-from hubops.deploy import DeployResult, deploy
-from hubops.plan import Plan
-from hubops.render import render
-from hubops.target import image_fetcher, open_host
+from hubops.config import environments
+from hubops.deploy.run import DeployResult, deploy
+from hubops.host.target import image_fetcher, open_host
+from hubops.images import table as images
+from hubops.plan.model import Plan
+from hubops.plan.render import render
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.hub import HubClient
 from tests.support.net import drop_firewall_rules, free_port

@@ -10,11 +10,11 @@ import docker
 import pytest
 import requests
 
-from hubops import backup as backups
-from hubops.deploy import find_changes
+from hubops.deploy import backup as backups
+from hubops.deploy.firewall import Layout
+from hubops.deploy.run import find_changes
 from hubops.errors import DeployError
-from hubops.firewall import Layout
-from hubops.hosts import LocalHost
+from hubops.host.local import LocalHost
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import (
     ADMIN_PASSWORD,

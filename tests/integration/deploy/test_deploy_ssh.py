@@ -1,7 +1,7 @@
 """Deploys over SSH to a "lab host" on loopback: Debian's sshd with a throwaway key, in front of
 a second Docker engine that starts without any hubops image, so --transfer must bring them.
 The deploy logs in as a non-root member of the docker group (as `hubops` in lab.yaml): root's
-file work on the host goes through the engine (hubops.rootfiles)."""
+file work on the host goes through the engine (hubops.host.rootfiles)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import pytest
 import requests
 import yaml
 
-from hubops import backup as backups
-from hubops.deploy import file_host
-from hubops.doctor import run_checks
+from hubops.deploy import backup as backups
 from hubops.errors import HubopsError, SSHError
-from hubops.gpu_report import holders
-from hubops.prepare import prepare
-from hubops.ssh import SSHHost
-from hubops.target import open_host
+from hubops.host.files import file_host
+from hubops.host.ssh import SSHHost
+from hubops.host.target import open_host
+from hubops.ops.doctor import run_checks
+from hubops.ops.gpus import holders
+from hubops.ops.prepare import prepare
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import (
     SHARED_PASSWORD,

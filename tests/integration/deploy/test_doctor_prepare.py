@@ -10,10 +10,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from hubops.doctor import Check, run_checks
 from hubops.errors import DeployError
-from hubops.hosts import LocalHost
-from hubops.prepare import prepare
+from hubops.host.local import LocalHost
+from hubops.ops.doctor import Check, run_checks
+from hubops.ops.prepare import prepare
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import Deployment, make_deployment, tear_down
 from tests.support.tls import write_cert
@@ -122,7 +122,7 @@ def daemon_json() -> Iterator[Path]:
 @pytest.fixture
 def bridge_files() -> Iterator[list[Path]]:
     """The files host.prepare writes for br_netfilter, as they were, afterwards."""
-    from hubops.prepare import BRIDGE_MODULES_FILE, BRIDGE_SYSCTL_FILE
+    from hubops.ops.prepare import BRIDGE_MODULES_FILE, BRIDGE_SYSCTL_FILE
 
     paths = [Path(BRIDGE_MODULES_FILE), Path(BRIDGE_SYSCTL_FILE)]
     before = {p: p.read_bytes() if p.exists() else None for p in paths}
@@ -140,7 +140,7 @@ def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
     daemon_json: Path,
     bridge_files: list[Path],
 ) -> None:
-    from hubops import environments
+    from hubops.config import environments
     from tests.conftest import REPO_ROOT
 
     settings = environments.load(REPO_ROOT, "local").settings

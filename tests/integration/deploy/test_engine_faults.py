@@ -18,8 +18,8 @@ import docker
 import pytest
 import requests
 
-from hubops.doctor import run_checks
-from hubops.hosts import LocalHost
+from hubops.host.local import LocalHost
+from hubops.ops.doctor import run_checks
 from tests.conftest import Checkout
 from tests.integration.deploy.conftest import (
     SHARED_PASSWORD,

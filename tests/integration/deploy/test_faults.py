@@ -28,9 +28,9 @@ import docker
 import pytest
 import requests
 
-from hubops import backup as backups
+from hubops.deploy import backup as backups
 from hubops.errors import DeployError
-from hubops.hosts import LocalHost
+from hubops.host.local import LocalHost
 from tests.conftest import REPO_ROOT, Checkout
 from tests.integration.deploy.conftest import (
     ADMIN_PASSWORD,

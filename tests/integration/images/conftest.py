@@ -3,9 +3,9 @@ a variant runs on that variant and on every variant built on it that the environ
 
 from __future__ import annotations
 
-from hubops import environments
-from hubops.build import wanted
-from hubops.images import SINGLEUSER, spec
+from hubops.config import environments
+from hubops.images.build import wanted
+from hubops.images.table import SINGLEUSER, spec
 from tests.conftest import REPO_ROOT, tested_env_name
 
 

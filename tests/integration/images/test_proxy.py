@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hubops.build import BuiltImage
-from hubops.images import VERSIONS
+from hubops.images.build import BuiltImage
+from hubops.images.table import VERSIONS
 from tests.integration.conftest import Runner
 
 

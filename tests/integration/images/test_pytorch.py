@@ -17,9 +17,9 @@ import docker
 import pytest
 import testinfra
 
-from hubops import environments
-from hubops.build import BuiltImage, build
-from hubops.images import VERSIONS
+from hubops.config import environments
+from hubops.images.build import BuiltImage, build
+from hubops.images.table import VERSIONS
 from tests.conftest import REPO_ROOT, Checkout
 
 pytestmark = pytest.mark.pytorch

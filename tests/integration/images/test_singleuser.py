@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hubops.build import BuiltImage
-from hubops.images import SINGLEUSER, VERSIONS
+from hubops.images.build import BuiltImage
+from hubops.images.table import SINGLEUSER, VERSIONS
 from tests.integration.conftest import Runner
 from tests.integration.images.conftest import family
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from hubops import environments, images
-from hubops.deploy import DeployResult, deploy
-from hubops.hosts import LocalHost
-from hubops.plan import Plan
-from hubops.render import render
-from hubops.target import image_fetcher
+from hubops.config import environments
+from hubops.deploy.run import DeployResult, deploy
+from hubops.host.local import LocalHost
+from hubops.host.target import image_fetcher
+from hubops.images import table as images
+from hubops.plan.model import Plan
+from hubops.plan.render import render
 from tests.conftest import REPO_ROOT, Checkout
 from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, USERS, set_auth
 from tests.support.hub import HubClient

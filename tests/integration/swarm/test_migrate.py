@@ -10,13 +10,13 @@ import os
 import pytest
 import requests
 
-from hubops import images
-from hubops.doctor import run_checks
 from hubops.errors import DeployError
-from hubops.hosts import LocalHost
-from hubops.migrate import Side, migrate
-from hubops.render import render
-from hubops.target import image_fetcher
+from hubops.host.local import LocalHost
+from hubops.host.target import image_fetcher
+from hubops.images import table as images
+from hubops.ops.doctor import run_checks
+from hubops.ops.migrate import Side, migrate
+from hubops.plan.render import render
 from tests.conftest import REPO_ROOT, Checkout
 from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, swarm_env
 from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, USERS, set_auth

@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from hubops import swarm as swarm_mod
 from hubops.errors import DeployError
-from hubops.gpu_report import GPUHolder
-from hubops.hosts import LocalHost
+from hubops.host.local import LocalHost
+from hubops.ops.gpus import GPUHolder, swarm_holders
 from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, login, swarm_env
 from tests.integration.verify.conftest import set_auth
 from tests.support.oauth_provider import Provider
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.swarm
 def _holders(d: SwarmDeployment) -> list[GPUHolder]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCKER_HOST", d.swarm.manager.docker_host)
-        return swarm_mod.holders(LocalHost(), d.name)
+        return swarm_holders(LocalHost(), d.name)
 
 
 def _task_container(d: SwarmDeployment, user: str) -> tuple[str, object]:

@@ -25,14 +25,15 @@ import pytest
 import testinfra
 from pydantic import SecretStr
 
-from hubops import environments, images
-from hubops.deploy import deploy
-from hubops.environments import LoadedEnvironment
-from hubops.plan import Plan
-from hubops.render import render
-from hubops.secrets import resolve
-from hubops.settings import resolve_repo_path
-from hubops.target import image_fetcher, open_host
+from hubops.config import environments
+from hubops.config.environments import LoadedEnvironment
+from hubops.config.secrets import resolve
+from hubops.config.settings import resolve_repo_path
+from hubops.deploy.run import deploy
+from hubops.host.target import image_fetcher, open_host
+from hubops.images import table as images
+from hubops.plan.model import Plan
+from hubops.plan.render import render
 from tests.conftest import REPO_ROOT, Checkout
 from tests.support.hub import HubClient
 from tests.support.labhost import LabHost

@@ -10,12 +10,12 @@ import threading
 
 import pytest
 
-from hubops.backup import backup
-from hubops.deploy import file_host
-from hubops.gpu_usage import read_usage
-from hubops.images import VERSIONS
-from hubops.status import logs_command, read_status
-from hubops.target import open_host
+from hubops.deploy.backup import backup
+from hubops.host.files import file_host
+from hubops.host.target import open_host
+from hubops.images.table import VERSIONS
+from hubops.ops.gpus import read_usage
+from hubops.ops.status import logs_command, read_status
 from tests.integration.conftest import SIMULATED_GPUS
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.labhost import LabHost

@@ -16,8 +16,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubops.gpu_usage import read_monitor
-from hubops.target import open_host
+from hubops.host.target import open_host
+from hubops.ops.gpus import read_monitor
 from tests.integration.conftest import SIMULATED_GPUS
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.hub import HubClient

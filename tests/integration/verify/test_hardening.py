@@ -11,13 +11,7 @@ import time
 
 import pytest
 
-from hubops.plan import (
-    HUB_CAPS,
-    HUB_PIDS_LIMIT,
-    PROXY_CAPS,
-    PROXY_PIDS_LIMIT,
-    USER_CAPS,
-)
+from hubops.plan.model import HUB_CAPS, HUB_PIDS_LIMIT, PROXY_CAPS, PROXY_PIDS_LIMIT, USER_CAPS
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.wait import wait_for
 

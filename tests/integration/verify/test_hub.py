@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import requests
 from cryptography import x509
 
-from hubops.images import VERSIONS
-from hubops.plan import HUB_PORT, PROXY_API_PORT
+from hubops.images.table import VERSIONS
+from hubops.plan.model import HUB_PORT, PROXY_API_PORT
 from tests.integration.verify.conftest import Target
 
 

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from hubops.firewall import Layout
-from hubops.plan import HUB_PORT, PROXY_API_PORT, PROXY_PORT, USER_PORT
+from hubops.deploy.firewall import Layout
+from hubops.plan.model import HUB_PORT, PROXY_API_PORT, PROXY_PORT, USER_PORT
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.labhost import LabHost, used_networks
 from tests.support.wait import wait_for
@@ -305,7 +305,7 @@ def test_the_firewall_puts_back_rules_removed_from_outside(
 ) -> None:
     """A firewall reload (or an admin's iptables -F) drops hubops' chains: the firewall
     container puts them back within its 10 s check."""
-    from hubops.firewall import chain
+    from hubops.deploy.firewall import chain
 
     bob_ip = address(target, bob.container)
     subprocess.run(["iptables", "-w", "-F", chain(target.name)], check=True)
@@ -344,8 +344,8 @@ def _open_from_here(ip: str, port: int) -> bool:
 
 
 def _choices(target: Target) -> dict[str, str]:
-    from hubops import images
-    from hubops.plan import singleuser_choices
+    from hubops.images import table as images
+    from hubops.plan.refs import singleuser_choices
     from tests.conftest import REPO_ROOT
 
     return singleuser_choices(target.env.settings, images.revisions(REPO_ROOT))

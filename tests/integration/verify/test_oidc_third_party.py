@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from hubops.doctor import run_checks
-from hubops.oidc import check_discovery
-from hubops.target import open_host
+from hubops.config.oidc import check_discovery
+from hubops.host.target import open_host
+from hubops.ops.doctor import run_checks
 from tests.conftest import Checkout
 from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, LoginReport, Target
 from tests.support.django_op import DjangoOP, OPUser, running_django_op

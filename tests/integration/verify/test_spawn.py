@@ -57,8 +57,8 @@ def test_jupyterlab_answers(target: Target, alice: LoggedIn) -> None:
 
 
 def _choices(target: Target) -> dict[str, str]:
-    from hubops import images
-    from hubops.plan import singleuser_choices
+    from hubops.images import table as images
+    from hubops.plan.refs import singleuser_choices
     from tests.conftest import REPO_ROOT
 
     return singleuser_choices(target.env.settings, images.revisions(REPO_ROOT))

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hubops.deploy import reload_certificate
-from hubops.doctor import run_checks
-from hubops.target import open_host
-from hubops.tls import fingerprint
+from hubops.deploy.tls import fingerprint
+from hubops.host.target import open_host
+from hubops.ops.doctor import run_checks
+from hubops.ops.restore import reload_certificate
 from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.tls import write_cert
 

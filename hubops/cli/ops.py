@@ -1,0 +1,324 @@
+"""Day-two tasks on a deployed hub: host.prepare, doctor, gpus, status, logs, db.backup,
+db.restore, tls.reload, swarm.migrate."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hubops_hub.culling import span
+from hubops_hub.gpumon import kinds
+from invoke.context import Context
+from rich.console import Console
+from rich.table import Table
+
+from hubops.cli import ENV_HELP, console, echo, rendered_env, repo_root, resolve_env, task
+from hubops.config import environments, secrets
+from hubops.deploy import backup as backups
+from hubops.deploy import swarm
+from hubops.errors import HubopsError
+from hubops.host.base import Host, Streaming
+from hubops.host.files import file_host
+from hubops.host.target import image_fetcher, open_host
+from hubops.ops.doctor import run_checks
+from hubops.ops.gpus import holders, read_monitor, read_usage, swarm_holders
+from hubops.ops.migrate import Side, migrate
+from hubops.ops.prepare import prepare
+from hubops.ops.restore import reload_certificate, restore_backup
+from hubops.ops.status import logs_command, read_status
+from hubops.plan.refs import names
+from hubops.plan.render import Rendered
+
+
+@task(
+    help={
+        "env": "The new environment (cluster: swarm) on the same host.",
+        "from_": "The single-host environment (cluster: docker) that moves.",
+        "transfer": "Bring the images over SSH instead of pulling them from the registry.",
+        "timeout": "Seconds the new hub may take to become healthy.",
+    }
+)
+def swarm_migrate(
+    c: Context,
+    env: str | None = None,
+    from_: str | None = None,
+    transfer: bool = False,
+    timeout: int = 120,
+) -> None:
+    """Move a single-host lab to a swarm on the same host: DB, cookie secret, user files."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    if not from_:
+        raise HubopsError("swarm.migrate: --from names the single-host environment that moves")
+    old_env = environments.load(root, from_)
+    new_env = environments.load(root, name)
+    old_r = rendered_env(root, from_, strict=False, digests="none")
+    new_r = rendered_env(root, name, digests="none" if transfer else "required")
+    values = secrets.resolve(root, name, new_env.settings)
+    with open_host(root, new_env) as host:
+        result = migrate(
+            host,
+            Side(from_, old_env.settings, old_r.plan),
+            Side(name, new_env.settings, new_r.plan),
+            (new_r.directory / "jupyterhub_config.py").read_text(),
+            dict(values),
+            image_fetcher(new_env, values, transfer),
+            progress=lambda m: console.print(f"[bold]migrate[/] {m}"),
+            health_timeout=timeout,
+        )
+    echo(
+        [
+            f"{from_} -> {name}: backup {result.backup or '(no DB yet)'}",
+            f"  stopped {len(result.stopped)} container(s), copied {len(result.copied)} item(s)",
+            f"  removed {len(result.removed)} old container(s) and network",
+            f"JupyterHub is up on the swarm: {new_env.settings.public_url}",
+        ]
+    )
+
+
+@task(help={"env": ENV_HELP})
+def tls_reload(c: Context, env: str | None = None) -> None:
+    """Serve the renewed certificate: restart the proxy, then the hub (servers keep running)."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        echo(f"{name}: {reload_certificate(host, rendered.plan, loaded.settings)}")
+
+
+@task(help={"env": ENV_HELP})
+def host_prepare(c: Context, env: str | None = None) -> None:
+    """Install and start Docker (and the NVIDIA toolkit on GPU hosts), then a GPU smoke test."""
+    root = repo_root(c)
+    loaded = environments.load(root, resolve_env(c, env))
+    with open_host(root, loaded) as host:
+        echo(prepare(host, loaded.settings, loaded.settings.build.base_image).lines())
+
+
+@task(help={"env": ENV_HELP})
+def doctor(c: Context, env: str | None = None) -> None:
+    """Read-only preflight checks of the hub host, with a fix hint for each failure."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        checks = run_checks(host, loaded.settings, rendered.plan)
+    table = Table(title=f"doctor: {name}")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    colors = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    for ch in checks:
+        table.add_row(ch.name, f"[{colors[ch.status]}]{ch.status}[/]", ch.detail, ch.fix)
+    Console().print(table)
+    failed = [ch.name for ch in checks if ch.status == "fail"]
+    if failed:
+        raise HubopsError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@task(help={"env": ENV_HELP})
+def gpus(c: Context, env: str | None = None) -> None:
+    """Show who holds which GPU: user, server, GPU IDs, since when, image."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    if loaded.settings.cluster == "swarm":
+        _swarm_gpus(root, name, loaded)
+        return
+    with open_host(root, loaded) as host:
+        found = holders(host, name)
+        usage = read_usage(host)
+        monitor = read_monitor(host, names(name)["hub"])
+    g = loaded.settings.gpu
+    table = Table(
+        title=f"GPUs of {name}: policy {g.policy}"
+        + (f", pool {', '.join(g.pool)}" if g.pool else "")
+    )
+    columns = ("user", "server", "GPUs", "use", "memory", "processes", "idle", "since", "image")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    idle = {
+        (m["user"], m["server"] or "(default)"): float(m["idle_seconds"])
+        for m in (monitor or {}).get("holders", [])
+    }
+    for h in found:
+        since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
+        ids = [x.index for x in usage.gpus] if h.gpus == ("all",) else list(h.gpus)
+        states = [usage.of(x) for x in ids]
+        use = ", ".join(
+            f"{s.utilization}%" if s and s.utilization is not None else "?" for s in states
+        )
+        memory = ", ".join(
+            f"{s.memory_used_mib} MiB" if s and s.memory_used_mib is not None else "?"
+            for s in states
+        )
+        procs = ", ".join(
+            f"{p.pid} ({p.container or 'host'})" for x in ids for p in usage.processes_on(x)
+        )
+        table.add_row(
+            h.user,
+            h.server,
+            ", ".join(h.gpus),
+            use if usage.gpus else "-",
+            memory if usage.gpus else "-",
+            procs or "-",
+            span(idle[(h.user, h.server)]) if (h.user, h.server) in idle else "?",
+            since,
+            h.image,
+        )
+    Console().print(table)
+    if monitor is None and g.policy != "none":
+        echo("idle: ? (the hub's GPU monitor, hubops-gpus, does not answer)")
+    strays = [p for p in usage.processes if p.container is None or p.user is None]
+    for p in strays:
+        echo(f"GPU {p.gpu_uuid}: pid {p.pid} ({p.process}) runs outside hubops' user servers")
+    pool = (monitor or {}).get("pool")
+    if pool and pool.get("total"):  # what the spawn form shows, from the same view
+        echo(f"{pool['free']} of {pool['total']} GPUs free")
+        for kind, devices in kinds(pool["free_devices"]).items():
+            echo(f"  {kind}: " + ", ".join(f"GPU {d['index']}" for d in devices))
+    elif g.pool:
+        held = {gpu for h in found for gpu in h.gpus}
+        echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
+
+
+def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:
+    """cluster swarm: the holdings from the swarm's tasks, and what the nodes advertise."""
+    with open_host(root, loaded) as host:
+        found = swarm_holders(host, name)
+        nodes = swarm.nodes(host)
+    table = Table(title=f"GPUs of {name}: swarm generic resources")
+    for column in ("user", "server", "GPUs", "node", "since", "image", "state"):
+        table.add_column(column, overflow="fold")
+    for h in found:
+        since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
+        table.add_row(h.user, h.server, ", ".join(h.gpus), h.node, since, h.image, h.state)
+    Console().print(table)
+    held = {gpu for h in found for gpu in h.gpus}
+    for node in nodes:
+        for kind, ids in sorted(node.gpus.items()):
+            free = len([x for x in ids if x not in held])
+            echo(f"{node.hostname} ({node.role}): {free} of {len(ids)} {kind} free")
+
+
+@task(help={"env": ENV_HELP})
+def status(c: Context, env: str | None = None) -> None:
+    """Show how the environment runs: hub health and version, users, servers (age, last
+    activity, GPUs), the last deploy and backup. Read-only, here or over SSH."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    rendered = rendered_env(root, name, strict=False, digests="none")
+    with open_host(root, loaded) as host:
+        found = read_status(host, loaded.settings, rendered.plan)
+    now = datetime.now(timezone.utc)
+    echo(
+        [
+            f"{name} on {host.name}: hub {found.hub_state}, health {found.health}, "
+            f"JupyterHub {found.version}",
+            f"users {found.users if found.users is not None else '?'}, "
+            f"servers {len(found.servers)}, GPUs held {len(found.gpus_held)}",
+            f"last deploy {found.last_deploy or 'never'}, last backup "
+            f"{found.last_backup or 'none'}",
+        ]
+    )
+    if found.servers:
+        table = Table(title=f"servers of {name}")
+        for column in ("user", "server", "state", "age", "last activity", "GPUs", "container"):
+            table.add_column(column, overflow="fold")
+        for s in found.servers:
+            age = f"{(now - s.started).total_seconds() / 60:.0f} min" if s.started else "?"
+            table.add_row(
+                s.user, s.name, s.state, age, s.last_activity or "?", s.gpus or "-", s.container
+            )
+        Console().print(table)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "user": "Show this user's server instead of the hub.",
+        "role": "hub (default) or proxy.",
+        "follow": "Keep printing new lines until interrupted.",
+        "tail": "How many of the last lines to show first.",
+    }
+)
+def logs(
+    c: Context,
+    env: str | None = None,
+    user: str | None = None,
+    role: str = "hub",
+    follow: bool = False,
+    tail: int = 200,
+) -> None:
+    """Print the logs of the hub, the proxy or a user's server. Read-only, here or over SSH."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    rendered = rendered_env(root, name, strict=False, digests="none")
+    command = logs_command(loaded.settings, rendered.plan, role, user, follow, tail)
+    out = sys.stdout.buffer
+    with open_host(root, loaded) as host:
+        if not isinstance(host, Streaming):
+            raise HubopsError(f"{host.name}: this host cannot stream a command's output")
+        try:
+            code = host.stream(command, lambda chunk: (out.write(chunk), out.flush()))
+        except KeyboardInterrupt:
+            return
+    if code != 0:
+        raise HubopsError(f"logs: `{command}` on {host.name} ended with exit status {code}")
+
+
+@task(help={"env": ENV_HELP, "keep": "How many backups to keep (older ones are removed)."})
+def db_backup(c: Context, env: str | None = None, keep: int = 10) -> None:
+    """Back up the hub's SQLite DB (online), cookie secret and config on its host."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False)
+    loaded = environments.load(root, name)
+    hub = next(ct for ct in rendered.plan.containers if ct.role == "hub")
+    with open_host(root, loaded) as host:
+        files = _files(host, rendered)
+        stamp = backups.backup(host, loaded.settings, hub.image, hub.name, files=files)
+        removed = backups.prune_backups(files, loaded.settings, keep)
+    echo(
+        f"backup {stamp} in {backups.backups_dir(loaded.settings)}/{stamp}"
+        + (f" (removed {len(removed)} old)" if removed else "")
+    )
+
+
+@task(help={"env": ENV_HELP, "backup": "Backup ID (a directory name in <data_dir>/backups)."})
+def db_restore(c: Context, env: str | None = None, backup: str | None = None) -> None:
+    """Restore the DB, cookie secret and config from a backup, then restart the hub.
+
+    The current state is backed up first, so a restore can itself be undone.
+    """
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False)
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        files = _files(host, rendered)
+        if backup is None:
+            listing = backups.list_backups(files, loaded.settings)
+            raise HubopsError(
+                f"--backup is required; backups on {host.name}: {', '.join(listing) or 'none'}"
+            )
+        safety = restore_backup(
+            host,
+            rendered.plan,
+            loaded.settings,
+            backup,
+            progress=lambda m: console.print(f"[bold]restore[/] {m}"),
+        )
+    echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")
+
+
+def _files(host: Host, rendered: Rendered) -> Host:
+    """Who does root's file work on the host (hubops.host.rootfiles)."""
+    files = file_host(host, rendered.plan)
+    if files is None:
+        raise HubopsError(f"{host.name}: no hubops image on the host yet; deploy first")
+    return files
