@@ -23,8 +23,8 @@ from rich.console import Console
 from hubops.config import environments
 from hubops.config.check import check as check_env
 from hubops.errors import ConfigError, HubopsError
-from hubops.images.table import revisions
 from hubops.images.push import digests_for_deploy, pushed_digests
+from hubops.images.table import revisions
 from hubops.plan.render import Rendered, render
 
 ENV_HELP = "Environment: a file config/environments/NAME.yaml (applies to every task on the line)."

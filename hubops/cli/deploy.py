@@ -7,9 +7,9 @@ from invoke.context import Context
 
 from hubops.cli import ENV_HELP, console, echo, rendered_env, repo_root, resolve_env, task
 from hubops.config import environments, secrets
+from hubops.deploy.changes import find_changes
 from hubops.deploy.helm import deploy as helm_deploy
 from hubops.deploy.run import deploy as deploy_env
-from hubops.deploy.run import find_changes
 from hubops.errors import HubopsError
 from hubops.host.engine import local_client
 from hubops.host.local import LocalHost
@@ -68,7 +68,7 @@ def deploy(
             values,
             image_fetcher(loaded, values, transfer),
             health_timeout=timeout,
-            progress=lambda m: console.print(f"[bold]deploy[/] {m}"),
+            progress=lambda _step, m: console.print(f"[bold]deploy[/] {m}"),
             lock_wait=wait,
             break_lock=break_lock,
         )

@@ -64,7 +64,7 @@ def swarm_migrate(
             (new_r.directory / "jupyterhub_config.py").read_text(),
             dict(values),
             image_fetcher(new_env, values, transfer),
-            progress=lambda m: console.print(f"[bold]migrate[/] {m}"),
+            progress=lambda _step, m: console.print(f"[bold]migrate[/] {m}"),
             health_timeout=timeout,
         )
     echo(
@@ -311,7 +311,7 @@ def db_restore(c: Context, env: str | None = None, backup: str | None = None) ->
             rendered.plan,
             loaded.settings,
             backup,
-            progress=lambda m: console.print(f"[bold]restore[/] {m}"),
+            progress=lambda _step, m: console.print(f"[bold]restore[/] {m}"),
         )
     echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")
 

@@ -15,6 +15,8 @@ import getpass
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -105,3 +107,27 @@ def holder(host: Host, env_name: str) -> str | None:
         f"{PLACES}; cat {_path(env_name)}/holder 2>/dev/null", check=False, timeout=30
     ).stdout.strip()
     return out or None
+
+
+class Held:
+    """A lock this process holds, until it hands it over (to a swap unit on the host, which
+    gives it back when it ends) or gives it back itself."""
+
+    def __init__(self, lock: Lock) -> None:
+        self.lock = lock
+        self.handed_over = False
+
+    def hand_over(self) -> None:
+        self.handed_over = True
+
+
+@contextmanager
+def held(host: Host, env_name: str, wait: float = 0, break_lock: bool = False) -> Iterator[Held]:
+    """The environment's deploy lock for a block of work: given back when the block ends,
+    however it ends, unless the block handed it over."""
+    taken = Held(acquire(host, env_name, wait=wait, break_lock=break_lock))
+    try:
+        yield taken
+    finally:
+        if not taken.handed_over:
+            release(host, taken.lock)

@@ -24,7 +24,8 @@ from pydantic import SecretStr
 from hubops.config.settings import Environment
 from hubops.deploy import firewall, swarm
 from hubops.deploy.backup import backup
-from hubops.deploy.run import DeployResult, ImageFetcher, Progress, deploy
+from hubops.deploy.run import DeployResult, ImageFetcher, deploy
+from hubops.deploy.steps import Progress, Step, quiet
 from hubops.errors import DeployError
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
@@ -112,7 +113,7 @@ def migrate(
     config_text: str,
     secrets: dict[str, SecretStr],
     fetch_images: ImageFetcher,
-    progress: Progress = lambda _: None,
+    progress: Progress = quiet,
     health_timeout: float = 120,
 ) -> MigrateResult:
     """Move ``old`` (single host) to ``new`` (swarm) on ``host``; see the module's docstring."""
@@ -124,10 +125,10 @@ def migrate(
     op, np = old.settings.paths, new.settings.paths
     hub = next(c for c in old.plan.containers if c.role == "hub")
     if files.run(f"test -s {quote(f'{op.data_dir}/{DB_FILE}')}", check=False).ok:
-        progress(f"backing up {old.name}'s DB, cookie secret and config")
+        progress(Step.MIGRATE, f"backing up {old.name}'s DB, cookie secret and config")
         result.backup = backup(host, old.settings, hub.image, hub.name, files=files)
     running = _containers(host, old.name, running_only=True)
-    progress(f"stopping {old.name}: {len(running)} container(s)")
+    progress(Step.MIGRATE, f"stopping {old.name}: {len(running)} container(s)")
     if running:
         host.run(quote("docker", "stop", "--time", "10", *running), timeout=300)
     result.stopped = running
@@ -150,7 +151,7 @@ def migrate(
                 made.append(f"{np.user_data_dir}/{d}")
                 files.run(quote("cp", "-a", f"{op.user_data_dir}/{d}", made[-1]))
             result.copied += dirs
-        progress(f"deploying {new.name} (cluster swarm)")
+        progress(Step.MIGRATE, f"deploying {new.name} (cluster swarm)")
         result.deploy = deploy(
             host,
             new.plan,
@@ -162,7 +163,7 @@ def migrate(
             progress=progress,
         )
     except BaseException:
-        progress(f"the move failed: removing {new.name}, starting {old.name} again")
+        progress(Step.MIGRATE, f"the move failed: removing {new.name}, starting {old.name} again")
         _remove_new(host, new)
         if made:
             files.run(quote("rm", "-rf", "--", *made), check=False)

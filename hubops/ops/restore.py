@@ -7,18 +7,11 @@ from hubops.config.settings import Environment
 from hubops.deploy import network, tls
 from hubops.deploy import swap as swap_unit
 from hubops.deploy.backup import backup, list_backups, restore_command, restore_files
-from hubops.deploy.run import (
-    Progress,
-    _drop_state,
-    _health_urls,
-    _image_of,
-    _restore_state,
-    _save_state,
-    _tls_files,
-    _tls_problem,
-    _wait_healthy,
-    recover,
-)
+from hubops.deploy.changes import image_of, tls_files, tls_problem
+from hubops.deploy.health import health_urls, wait_healthy
+from hubops.deploy.recover import recover
+from hubops.deploy.state import drop_state, journal, restore_state, save_state
+from hubops.deploy.steps import Progress, Step, quiet
 from hubops.errors import BackupError, HubopsError
 from hubops.host import docker as dockerhost
 from hubops.host import lock
@@ -34,14 +27,14 @@ def reload_certificate(
     """Make the proxy serve the certificate on disk: restart it (it copies the certificate
     when it starts), then the hub (which puts every user's route back into the proxy). User
     servers keep running and users stay logged in. Returns what was done."""
-    files = _tls_files(settings)
+    files = tls_files(settings)
     if not files:
         raise HubopsError(f"{plan.environment}: tls.enabled is false; there is no certificate")
     reader = file_host(host, plan)
     if reader is None:
         raise HubopsError(f"{host.name}: no hubops image on the host; deploy first")
     snap = dockerhost.snapshot(host, read=files, images=[], containers=[], sums=[], files=reader)
-    problem = _tls_problem(settings, snap, host)
+    problem = tls_problem(settings, snap, host)
     if problem:
         raise HubopsError(f"{problem}; the proxy keeps serving the old certificate")
     served = tls.served_certificate(host, plan)
@@ -51,7 +44,7 @@ def reload_certificate(
     proxy, hub = plan.container("proxy"), plan.container("hub")
     host.run(quote("docker", "restart", "--time", "10", proxy.name))
     host.run(quote("docker", "restart", "--time", "20", hub.name))
-    _wait_healthy(host, plan, settings, timeout=health_timeout)
+    wait_healthy(host, plan, settings, timeout=health_timeout)
     served = tls.served_certificate(host, plan)
     if served is None or not tls.same_certificate(served, on_disk):
         raise HubopsError(
@@ -68,21 +61,14 @@ def restore_backup(
     stamp: str,
     *,
     health_timeout: float = 90,
-    progress: Progress = lambda _: None,
+    progress: Progress = quiet,
     lock_wait: float = 0,
 ) -> str:
     """``invoke db.restore``: the DB, cookie secret and config of backup ``stamp`` replace the
     current ones, through the deploy's path: the lock, a backup of the current state first
     (returned: a restore can itself be undone), and the swap unit, which stops the hub, copies
     the files, starts it again and waits until it is healthy, or puts everything back."""
-    held = lock.acquire(host, plan.environment, wait=lock_wait)
-    handed_over = False
-
-    def hand_over() -> None:
-        nonlocal handed_over
-        handed_over = True
-
-    try:
+    with lock.held(host, plan.environment, wait=lock_wait) as held:
         files = file_host(host, plan)
         if files is None:
             raise HubopsError(f"{host.name}: no hubops image on the host yet; deploy first")
@@ -97,10 +83,10 @@ def restore_backup(
         current = dockerhost.inspect(host, "container", hub.name)
         if current is None:
             raise HubopsError(f"{host.name}: {hub.name} does not exist; deploy first")
-        progress("backing up the current state first")
-        safety = backup(host, settings, _image_of(current) or hub.image, hub.name, files=files)
-        files.run(_save_state(settings))
-        image = _image_of(current) or hub.image
+        progress(Step.BACKUP, "backing up the current state first")
+        safety = backup(host, settings, image_of(current) or hub.image, hub.name, files=files)
+        files.run(save_state(settings))
+        image = image_of(current) or hub.image
         recreate = hub.model_copy(update={"image": image})
         swap = swap_unit.Swap(
             environment=plan.environment,
@@ -108,7 +94,7 @@ def restore_backup(
             proxy=proxy.name,
             create_hub=dockerhost.create_command(recreate, dockerhost.labels(current)),
             create_proxy=None,
-            health_urls=_health_urls(plan, settings),
+            health_urls=health_urls(plan, settings),
             health_timeout=health_timeout,
             prepare=(
                 f"restoring backup {stamp}",
@@ -118,17 +104,15 @@ def restore_backup(
                 f"the state before (backup {safety})",
                 root_command(files, restore_command(settings, safety)),
             ),
-            restore_files=root_command(files, _restore_state(settings)),
-            finish=[root_command(files, _drop_state(settings)) + " || true"],
-            lock=held,
+            restore_files=root_command(files, restore_state(settings)),
+            finish=[root_command(files, drop_state(settings)) + " || true"],
+            lock=held.lock,
+            journal=journal(files, settings),
         )
-        outcome = swap_unit.run_detached(
-            host, swap, progress, timeout=health_timeout + 240, on_started=hand_over
+        outcome = swap_unit.start(
+            host, files, swap, progress, timeout=health_timeout + 240, on_started=held.hand_over
         )
         if outcome.state != "done":
             host.run(quote("docker", "rm", "-f", f"{hub.name}-failed"), check=False)
             raise BackupError(f"restoring backup {stamp} failed: {outcome.detail}")
         return safety
-    finally:
-        if not handed_over:
-            lock.release(host, held)

@@ -1,5 +1,6 @@
 """One deploy of a scratch environment as its own process, printing each step as it starts
-(``STEP <what>``) and ``DEPLOYED`` at the end: the fault suite kills this process at a step.
+(``STEP <step> <what>``, with the step's name from hubops.deploy.steps) and ``DEPLOYED`` at the
+end: the fault suite kills this process at a step.
 
     python -m tests.support.deploy_driver CHECKOUT ENV SECRETS_JSON [--hub-image REF]
 """
@@ -49,7 +50,7 @@ def main() -> None:
             (out.directory / "jupyterhub_config.py").read_text(),
             values,
             image_fetcher(env, values, args.transfer),
-            progress=lambda m: print(f"STEP {m}", flush=True),
+            progress=lambda step, m: print(f"STEP {step.value} {m}", flush=True),
         )
     print("DEPLOYED", flush=True)
 

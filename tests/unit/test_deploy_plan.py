@@ -1,35 +1,28 @@
-"""The deploy's pure part and its swap unit, without Docker: a scripted fake of the Host protocol
-answers the snapshot command, and the swap script runs under sh with a fake `docker` on PATH.
+"""The deploy's pure part, without Docker: a scripted fake of the Host protocol answers the
+snapshot command. The swap unit's own tests are in test_swap.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
-import subprocess
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from hubops.config import environments
-from hubops.deploy.firewall import Layout
-from hubops.deploy.network import pinned
-from hubops.deploy.run import (
-    _config_path,
-    _firewall_spec,
-    _hub_inputs,
-    _saved,
-    _spec_hash,
+from hubops.deploy.changes import (
     find_changes,
+    firewall_spec,
+    hub_inputs,
     interrupted,
+    spec_hash,
     take_snapshot,
 )
-from hubops.deploy.swap import Swap
+from hubops.deploy.firewall import Layout
+from hubops.deploy.network import pinned
+from hubops.deploy.state import config_path, saved_paths
 from hubops.host.base import Result
-from hubops.host.lock import Lock
 from hubops.plan.model import Plan
 from hubops.plan.render import render
 from tests.conftest import Checkout
@@ -97,10 +90,10 @@ def deployed(
     host: ScriptedHost, plan: Plan, env: environments.LoadedEnvironment, config: str
 ) -> None:
     """Script the host as a finished deploy of ``plan`` leaves it."""
-    host.files[_config_path(env.settings)] = config
+    host.files[config_path(env.settings)] = config
     host.images = [{"Id": f"sha256:{n}", "RepoTags": [ref]} for n, ref in enumerate(plan.images)]
     snap = take_snapshot(host, plan, env.settings, host)  # type: ignore[arg-type]
-    specs = [*plan.containers, _firewall_spec(plan, env.settings, LAYOUT)]
+    specs = [*plan.containers, firewall_spec(plan, env.settings, LAYOUT)]
     host.containers = [
         {
             "Name": f"/{spec.name}",
@@ -108,8 +101,8 @@ def deployed(
             "Config": {
                 "Image": spec.image,
                 "Labels": {
-                    "org.hubops.spec-hash": _spec_hash(
-                        snap, spec, _hub_inputs(snap, config) if spec.role == "hub" else {}
+                    "org.hubops.spec-hash": spec_hash(
+                        snap, spec, hub_inputs(snap, config) if spec.role == "hub" else {}
                     )
                 },
             },
@@ -175,7 +168,7 @@ def test_leftovers_of_a_cut_off_deploy_are_noticed(rendered: tuple) -> None:  # 
     env, plan, config = rendered
     host = ScriptedHost()
     deployed(host, plan, env, config)
-    _, config_prev, _, _ = _saved(env.settings)
+    _, config_prev, _, _ = saved_paths(env.settings)
     host.sums = [f"{'0' * 64}  {config_prev}"]
     assert interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]
     host.sums = []
@@ -183,94 +176,6 @@ def test_leftovers_of_a_cut_off_deploy_are_noticed(rendered: tuple) -> None:  # 
     hub["Name"] = f"/{plan.containers[1].name}-previous"
     host.containers.append(hub)
     assert interrupted(take_snapshot(host, plan, env.settings, host), plan, env.settings)  # type: ignore[arg-type]
-
-
-# --- the swap unit, under sh with a fake docker ---------------------------------------------
-
-FAKE_DOCKER = """#!/bin/sh
-# a fake docker: containers are files in $STATE; `exec` answers health with $HEALTHY
-echo "docker $*" >> "$STATE/calls"
-case "$1" in
-  container) [ -e "$STATE/c-$3" ] ;;
-  inspect) [ -e "$STATE/c-$2" ] ;;
-  stop) [ -e "$STATE/c-$4" ] ;;
-  rename) [ -e "$STATE/c-$2" ] && mv "$STATE/c-$2" "$STATE/c-$3" ;;
-  rm) shift 2; for n in "$@"; do rm -f "$STATE/c-$n"; done ;;
-  create) touch "$STATE/c-$3" ;;
-  start) [ -e "$STATE/c-$2" ] ;;
-  exec) [ "$HEALTHY" = yes ] || { echo "not healthy"; exit 1; } ;;
-  *) exit 0 ;;
-esac
-"""
-
-
-def run_unit(tmp_path: Path, swap: Swap, healthy: bool) -> tuple[str, str, list[str]]:
-    state = tmp_path / "state"
-    state.mkdir()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(FAKE_DOCKER)
-    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
-    (state / "c-hub").touch()
-    (state / "c-proxy").touch()
-    script = tmp_path / "unit.sh"
-    script.write_text(swap.script().replace("d=/run/lock", f"d={tmp_path}"))
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "STATE": str(state),
-        "HEALTHY": "yes" if healthy else "no",
-    }
-    log = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
-    status = (tmp_path / "hubops-t.swap.status").read_text().strip()
-    return status, log.stdout, sorted(p.name for p in state.iterdir() if p.name.startswith("c-"))
-
-
-def unit(**kw: object) -> Swap:
-    values: dict[str, object] = {
-        "environment": "t",
-        "hub": "hub",
-        "proxy": "proxy",
-        "create_hub": "docker create --name hub image-new",
-        "create_proxy": None,
-        "health_urls": ["http://127.0.0.1:8081/hub/health"],
-        "health_timeout": 5,
-        "restore_files": "echo restored-files",
-        "finish": ["echo dropped-saved-files"],
-        "lock": Lock("t", "me@here pid 1 since now"),
-    }
-    return Swap(**{**values, **kw})  # type: ignore[arg-type]
-
-
-def test_the_script_is_valid_sh() -> None:
-    swap = unit(create_proxy="docker create --name proxy proxy-new", prepare=("upgrading", "true"))
-    check = subprocess.run(["sh", "-n"], input=swap.script(), capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-
-
-def test_a_healthy_new_hub_replaces_the_old_one(tmp_path: Path) -> None:
-    lock_dir = tmp_path / "hubops-t.lock"
-    lock_dir.mkdir()
-    (lock_dir / "holder").write_text("me@here pid 1 since now\n")
-    status, log, containers = run_unit(tmp_path, unit(), healthy=True)
-    assert status == "done", log
-    assert containers == ["c-hub", "c-proxy"], "the old hub is gone, the new one stays"
-    assert "dropped-saved-files" in log
-    assert not lock_dir.exists(), "the unit gave the lock back"
-
-
-def test_an_unhealthy_new_hub_puts_everything_back(tmp_path: Path) -> None:
-    status, log, containers = run_unit(
-        tmp_path,
-        unit(undo_prepare=("DB", "echo restored-db"), prepare=("migrating", "true")),
-        healthy=False,
-    )
-    assert status.startswith("rollback-failed") or status.startswith("rolled-back"), status
-    assert "put back: hub, DB, config and secret files" in status, status
-    assert "restored-files" in log
-    assert "c-hub" in containers, "the previous hub is back under its name"
-    assert "c-hub-failed" in containers, "the failed one is kept, stopped, for its log"
 
 
 def test_a_rules_change_alone_leaves_the_hub_and_proxy_running(

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from hubops.deploy import backup as backups
+from hubops.deploy.changes import find_changes
 from hubops.deploy.firewall import Layout
-from hubops.deploy.run import find_changes
 from hubops.errors import DeployError
 from hubops.host.local import LocalHost
 from tests.conftest import Checkout

@@ -29,6 +29,7 @@ import pytest
 import requests
 
 from hubops.deploy import backup as backups
+from hubops.deploy.steps import Step
 from hubops.errors import DeployError
 from hubops.host.local import LocalHost
 from tests.conftest import REPO_ROOT, Checkout
@@ -43,14 +44,14 @@ from tests.integration.deploy.conftest import (
 from tests.support.hub import HubClient
 
 BOUNDARIES = [
-    "took the deploy lock",
-    "backing up the DB",
-    "keeping the current config and secret files aside",
-    "handing the swap to the host",
-    "stopping the old hub",
-    "starting the new hub",
-    "new hub started; waiting for /hub/health",
-    "new hub healthy",
+    Step.LOCK,
+    Step.BACKUP,
+    Step.KEEP_FILES,
+    Step.HAND_OVER,
+    Step.STOP_HUB,
+    Step.START_HUB,
+    Step.WAIT_HEALTHY,
+    Step.HEALTHY,
 ]
 CASES = [(change, k) for change in ("config", "image") for k in range(len(BOUNDARIES))]
 
@@ -82,7 +83,7 @@ def driver(d: Deployment, hub_image: str | None = None) -> list[str]:
     return [*args, *(["--hub-image", hub_image] if hub_image else [])]
 
 
-def run_until(d: Deployment, step: str | None, sig: int, hub_image: str | None) -> list[str]:
+def run_until(d: Deployment, step: Step | None, sig: int, hub_image: str | None) -> list[str]:
     """Run a deploy; kill it with ``sig`` when it announces ``step`` (None: let it finish)."""
     proc = subprocess.Popen(
         driver(d, hub_image),
@@ -95,7 +96,7 @@ def run_until(d: Deployment, step: str | None, sig: int, hub_image: str | None) 
     seen: list[str] = []
     for line in proc.stdout:
         seen.append(line.rstrip("\n"))
-        if step is not None and line.startswith(f"STEP {step}"):
+        if step is not None and line.startswith(f"STEP {step.value} "):
             proc.send_signal(sig)
             break
     proc.wait(timeout=300)
@@ -168,7 +169,7 @@ def world(
 
 
 @pytest.mark.parametrize(
-    ("change", "k"), CASES, ids=[f"{c}-{BOUNDARIES[k][:24]}" for c, k in CASES]
+    ("change", "k"), CASES, ids=[f"{c}-{BOUNDARIES[k].value}" for c, k in CASES]
 )
 def test_a_deploy_killed_at_a_step_boundary_loses_nothing(
     world: World,
@@ -186,8 +187,8 @@ def test_a_deploy_killed_at_a_step_boundary_loses_nothing(
         hub_image = w.hub_images[w.round % 2]
     sig = signal.SIGINT if (change, k) == ("config", 2) else signal.SIGKILL
     seen = run_until(d, BOUNDARIES[k], sig, hub_image)
-    assert any(line.startswith(f"STEP {BOUNDARIES[k]}") for line in seen), (
-        f"the deploy never reached {BOUNDARIES[k]!r}: {seen}"
+    assert any(line.startswith(f"STEP {BOUNDARIES[k].value} ") for line in seen), (
+        f"the deploy never reached {BOUNDARIES[k]}: {seen}"
     )
     start_down = None
     deadline = time.monotonic() + 45  # the swap unit finishes or rolls back on its own
@@ -217,7 +218,9 @@ def test_a_deploy_killed_at_a_step_boundary_loses_nothing(
     kept = {p.name for p in (d.root / "srv" / "backups").iterdir()}
     assert newest in kept, "the newest backup from before the fault is kept (10 are kept)"
     assert not [c for c in d.containers() if c.endswith(("-previous", "-failed"))]
-    fault_table.append((change, BOUNDARIES[k], signal.Signals(sig).name, down, 0, lost, acted))
+    fault_table.append(
+        (change, BOUNDARIES[k].value, signal.Signals(sig).name, down, 0, lost, acted)
+    )
 
 
 def test_a_full_data_disk_fails_before_anything_changes(

@@ -164,7 +164,7 @@ class Target:
                 (rendered.directory / "jupyterhub_config.py").read_text(),
                 values,
                 image_fetcher(env, values, transfer=True),
-                progress=lambda m: print(f"{time.monotonic():.1f} deploy: {m}", flush=True),
+                progress=lambda _step, m: print(f"{time.monotonic():.1f} deploy: {m}", flush=True),
             )
 
 
