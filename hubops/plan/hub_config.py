@@ -12,6 +12,7 @@ from hubops_hub.labels import LABEL_ENV, LABEL_ROLE
 
 from hubops.config.secrets import METRICS_TOKEN, PROXY_TOKEN
 from hubops.config.settings import Environment, GitHubAuth, GitLabAuth, OIDCAuth, SharedPasswordAuth
+from hubops.plan.auth import allowed, oauth_client
 from hubops.plan.model import (
     AUTH_CLASSES,
     AUTH_GROUPS_KEY,
@@ -206,26 +207,13 @@ def cull_every(settings: Environment) -> int:
 def _authenticator(settings: Environment) -> tuple[dict[str, Any], dict[str, str]]:
     """The authenticator's traits, and its secret traits (trait -> secret file name)."""
     auth = settings.auth
-    common: dict[str, Any] = {
-        "admins": sorted(auth.admin_users),
-        "allowed_users": sorted(auth.allowed_users),
-        "allow_all": auth.allow_all,
-        # JupyterHub 5 lets every user already in the DB in when allowed_users is set; then a
-        # user removed from allowed_users or from an allowed group could still log in.
-        "allow_existing_users": False,
-    }
+    common: dict[str, Any] = {"admins": sorted(auth.admin_users), **allowed(auth)}
     if isinstance(auth, SharedPasswordAuth):
         secrets = {"user_password": "shared_password"}
         if auth.admin_users:
             secrets["admin_password"] = "admin_password"
         return common, secrets
-    oauth: dict[str, Any] = {
-        **common,
-        "client_id": auth.client_id,
-        "oauth_callback_url": settings.oauth_callback_url,
-        "scope": settings.oauth_scopes,
-        "enable_auth_state": False,
-    }
+    oauth: dict[str, Any] = {**common, **oauth_client(settings), "enable_auth_state": False}
     if settings.uses_provider_groups:
         oauth.update(
             manage_groups=True,

@@ -43,6 +43,7 @@ from hubops.config.z2jh import (
     Z2JH_CHART_VERSION,
 )
 from hubops.images.table import image_name_and_tag
+from hubops.plan.auth import allowed, oauth_client
 from hubops.plan.refs import singleuser_choices
 
 GPU_RESOURCE_PREFIX = "nvidia.com/"  # the NVIDIA device plugin's resources (MIG: mixed strategy)
@@ -292,16 +293,12 @@ def authenticator(settings: Environment) -> tuple[str, dict[str, Any]]:
     auth = settings.auth
     assert not isinstance(auth, SharedPasswordAuth), "refused by misfit()"
     groups = settings.uses_provider_groups
+    access = allowed(auth)
     traits: dict[str, Any] = {
-        "client_id": auth.client_id,
-        "oauth_callback_url": settings.oauth_callback_url,
-        "scope": settings.oauth_scopes,
-        "allowed_users": sorted(auth.allowed_users),
+        **oauth_client(settings),
+        "allowed_users": access.pop("allowed_users"),
         "admin_users": sorted(auth.admin_users),
-        "allow_all": auth.allow_all,
-        # JupyterHub 5 lets every user already in the DB in when allowed_users is set; then a
-        # user removed from allowed_users or from an allowed group could still log in.
-        "allow_existing_users": False,
+        **access,
     }
     if isinstance(auth, GitHubAuth):
         traits["github_url"] = auth.github_url
