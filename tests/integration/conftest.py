@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -19,8 +19,9 @@ from hubops.host.engine import ensure_docker, local_client, stop_started_dockerd
 from hubops.host.local import LocalHost
 from hubops.images.build import BuiltImage, build
 from tests import gpusim
-from tests.conftest import REPO_ROOT, Checkout, tested_env_name
-from tests.support.labhost import LabHost, lab_host
+from tests.support.checkout import REPO_ROOT, Checkout, tested_env_name
+from tests.support.containers import Runner
+from tests.support.labhost import SIMULATED_GPUS, LabHost, lab_host
 
 BUILT_KEY = pytest.StashKey[list[BuiltImage]]()
 
@@ -98,9 +99,6 @@ def test_network(docker_client: docker.DockerClient) -> Iterator[str]:
     network.remove()
 
 
-Runner = Callable[..., testinfra.host.Host]
-
-
 @pytest.fixture
 def run_container(docker_client: docker.DockerClient, test_network: str) -> Iterator[Runner]:
     """Start a container from an image (idle, as the image's user) and give its testinfra host."""
@@ -122,9 +120,6 @@ def run_container(docker_client: docker.DockerClient, test_network: str) -> Iter
     yield start
     for container in started:
         container.remove(force=True)
-
-
-SIMULATED_GPUS = gpusim.inventory(4, mig_on=(3,))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from hubops.config import environments
 from hubops.errors import PushError
 from hubops.images.build import BuiltImage, build
 from hubops.images.push import push
-from tests.conftest import REPO_ROOT, Checkout
+from tests.support.checkout import REPO_ROOT, Checkout
 from tests.support.labhost import LabHost
 from tests.support.registry import Registry, running_registry
 
@@ -161,7 +161,7 @@ def test_deploy_pulls_from_the_registry(
 ) -> None:
     """A deploy to the lab host pulls the pushed images (logged in through a throwaway
     DOCKER_CONFIG: the registry password is left nowhere on the host)."""
-    from tests.integration.deploy.conftest import make_deployment, tear_down
+    from tests.support.deployment import make_deployment, tear_down
 
     checkout = Checkout(tmp_path / "co")
     shutil.copytree(REPO_ROOT / "config" / "environments", checkout.root / "config/environments")

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.support.checkout import REPO_ROOT
 from tests.support.hub import HubClient
 from tests.support.net import drop_firewall_rules
 

@@ -18,7 +18,7 @@ from hubops.deploy.run import deploy
 from hubops.host.target import image_fetcher, open_host
 from hubops.images import table as images
 from hubops.plan.render import render
-from tests.conftest import REPO_ROOT
+from tests.support.checkout import REPO_ROOT
 
 
 def main() -> None:

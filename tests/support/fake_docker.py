@@ -10,7 +10,8 @@ directory, and every call is written to its ``calls`` file.
 It refuses what Docker 20.10 refuses for the commands the unit sends: a name already in use
 (create, rename: 409 Conflict), and an unknown container (inspect, start, stop, rename, exec,
 and rm even with --force, as Debian's 20.10 CLI does; the 28.x CLI prints the error but exits 0
-there), each with exit code 1, so that no script may lean on either. :func:`install` puts it on PATH as ``docker``.
+there), each with exit code 1, so that no script may lean on either. :func:`install` puts it
+on PATH as ``docker``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import IO
 
 import docker
 
+from tests import gpusim
 from tests.support.apt import ensure_commands
 from tests.support.net import free_port
 from tests.support.wait import wait_for
@@ -363,3 +364,6 @@ def lab_host(root: Path, path_prefix: Path | None = None) -> Iterator[LabHost]:
             deploy_user=user,
             gpusim=path_prefix,
         )
+
+
+SIMULATED_GPUS = gpusim.inventory(4, mig_on=(3,))

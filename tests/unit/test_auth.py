@@ -23,7 +23,7 @@ from traitlets.config import Config
 
 from hubops.config import environments
 from hubops.plan.render import render
-from tests.conftest import Checkout
+from tests.support.checkout import Checkout
 
 REVS = {"proxy": "r", "hub": "r", "singleuser": "r", "base": "r"}
 SECRETS = {

@@ -7,10 +7,7 @@ the one line must hold: the file (and line), the key path, the value given, what
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +16,8 @@ from typing import ClassVar
 
 import pytest
 
-from tests.conftest import Checkout
+from tests.support.checkout import Checkout
+from tests.support.cli import run_invoke
 
 
 @dataclass(frozen=True)
@@ -206,23 +204,6 @@ CASES = [
         ("conflicting --env values", "lab, local"),
     ),
 ]
-
-
-def run_invoke(
-    checkout: Checkout,
-    *args: str,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HUBOPS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=checkout.root,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

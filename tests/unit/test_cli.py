@@ -7,8 +7,8 @@ import inspect
 import pytest
 from invoke.collection import Collection
 
-from tests.conftest import REPO_ROOT, Checkout
-from tests.unit.test_bad_input import run_invoke
+from tests.support.checkout import REPO_ROOT, Checkout
+from tests.support.cli import run_invoke
 
 
 def load_tasks() -> Collection:

@@ -25,7 +25,7 @@ from hubops.deploy.state import config_path, saved_paths
 from hubops.host.base import Result
 from hubops.plan.model import Plan
 from hubops.plan.render import render
-from tests.conftest import Checkout
+from tests.support.checkout import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 SECRETS = {"shared_password": SecretStr("shared-pass-1"), "admin_password": SecretStr("a" * 40)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from hubops import errors
-from tests.conftest import REPO_ROOT
+from tests.support.checkout import REPO_ROOT
 
 
 def test_every_error_class_is_in_errors_py() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hubops.config import environments
 from hubops.config.settings import Environment
 from hubops.deploy.firewall import Layout, chain, remove_command, rules, script
-from tests.conftest import Checkout
+from tests.support.checkout import Checkout
 
 LAYOUT = Layout.of("172.30.0.0/16")
 

@@ -13,7 +13,7 @@ from hubops.config import environments
 from hubops.images import table as images
 from hubops.images.build import BaseInfo, build_args, context_tar, wanted
 from hubops.images.table import IMAGES, VERSIONS, spec
-from tests.conftest import REPO_ROOT, Checkout
+from tests.support.checkout import REPO_ROOT, Checkout
 
 
 def names(env: str) -> list[str]:

@@ -40,8 +40,8 @@ from hubops.deploy.helm import deploy
 from hubops.errors import ConfigError, DeployError
 from hubops.images.table import IMAGES
 from hubops.plan.z2jh import values
-from tests.conftest import REPO_ROOT, Checkout
-from tests.unit.test_bad_input import run_invoke
+from tests.support.checkout import REPO_ROOT, Checkout
+from tests.support.cli import run_invoke
 
 CHART = REPO_ROOT / "tests" / "data" / f"z2jh-{Z2JH_CHART_VERSION}"
 REVS = {image.name: "0123abcd4567" for image in IMAGES}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from tests.support.layers import LAYERS, back_arrows, cycles, layer_of, modules
@@ -108,3 +109,43 @@ def test_a_made_up_cycle_is_found(tmp_path: Path) -> None:
         },
     )
     assert cycles(root) == [["hubops.config.a", "hubops.config.b"]]
+
+
+# --- the tests' own layout -------------------------------------------------------------------
+
+
+def _conftests() -> list[Path]:
+    return sorted((ROOT / "tests").rglob("conftest.py"))
+
+
+def _is_fixture(node: ast.FunctionDef) -> bool:
+    return any("fixture" in ast.unparse(d) for d in node.decorator_list)
+
+
+def test_conftests_hold_fixtures_and_hooks_only() -> None:
+    """Helpers live in tests/support/, where any test imports them; a conftest holds fixtures,
+    pytest's hooks and the stash keys its hooks share."""
+    found = []
+    for path in _conftests():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef):
+                if not (_is_fixture(node) or node.name.startswith("pytest_")):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: def {node.name}")
+            elif isinstance(node, ast.ClassDef):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: class {node.name}")
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and "StashKey" not in ast.unparse(
+                node
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == [], "helpers in conftests (move them to tests/support/):\n" + "\n".join(found)
+
+
+def test_no_test_imports_a_conftest_or_another_test_module() -> None:
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                last = node.module.rsplit(".", 1)[-1]
+                if last == "conftest" or last.startswith("test_"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module}")
+    assert found == [], "\n".join(found)

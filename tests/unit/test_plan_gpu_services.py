@@ -12,7 +12,7 @@ from hubops.errors import ConfigError
 from hubops.plan.containers import plan
 from hubops.plan.hub_config import cull_every, hub_config
 from hubops.plan.model import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE
-from tests.conftest import Checkout
+from tests.support.checkout import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 

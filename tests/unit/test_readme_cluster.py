@@ -10,8 +10,8 @@ import pytest
 from hubops.config.reference import END, START, Z2JH_END, Z2JH_START, stale_sections, update_readme
 from hubops.config.z2jh import mapping_markdown
 from hubops.errors import HubopsError
-from tests.conftest import REPO_ROOT, Checkout
-from tests.unit.test_bad_input import run_invoke
+from tests.support.checkout import REPO_ROOT, Checkout
+from tests.support.cli import run_invoke
 
 
 def _between(text: str, start: str, end: str) -> str:

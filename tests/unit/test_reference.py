@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubops.config.reference import reference, update_readme
-from tests.conftest import REPO_ROOT
+from tests.support.checkout import REPO_ROOT
 
 
 def test_readme_reference_is_current() -> None:

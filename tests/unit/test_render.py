@@ -24,7 +24,7 @@ from hubops.config.secrets import resolve
 from hubops.config.settings import SharedPasswordAuth
 from hubops.images.table import IMAGES
 from hubops.plan.render import py_literal, render
-from tests.conftest import SHIPPED_ENVS, Checkout
+from tests.support.checkout import SHIPPED_ENVS, Checkout
 
 BUILD = "0123abcd4567"
 REVS = {image.name: BUILD for image in IMAGES}

@@ -6,7 +6,7 @@ import pytest
 
 from hubops.config import environments, secrets
 from hubops.errors import SecretError
-from tests.conftest import REPO_ROOT, Checkout
+from tests.support.checkout import REPO_ROOT, Checkout
 
 
 def test_lab_needs_the_oauth_client_secret_and_the_registry_password() -> None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from hubops.config import environments
 from hubops.config.settings import Environment, GitLabAuth, SharedPasswordAuth
 from hubops.errors import ConfigError
-from tests.conftest import REPO_ROOT, SHIPPED_ENVS, Checkout
+from tests.support.checkout import REPO_ROOT, SHIPPED_ENVS, Checkout
 
 
 def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:

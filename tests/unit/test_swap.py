@@ -24,8 +24,8 @@ from hubops.host.local import LocalHost
 from hubops.host.lock import Lock
 from hubops.plan.model import Plan
 from hubops.plan.render import render
-from tests.conftest import Checkout
 from tests.support import fake_docker
+from tests.support.checkout import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 

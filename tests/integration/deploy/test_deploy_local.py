@@ -15,8 +15,8 @@ from hubops.deploy.changes import find_changes
 from hubops.deploy.firewall import Layout
 from hubops.errors import DeployError
 from hubops.host.local import LocalHost
-from tests.conftest import Checkout
-from tests.integration.deploy.conftest import (
+from tests.support.checkout import Checkout
+from tests.support.deployment import (
     ADMIN_PASSWORD,
     SHARED_PASSWORD,
     Deployment,

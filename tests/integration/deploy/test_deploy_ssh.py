@@ -22,13 +22,8 @@ from hubops.host.target import open_host
 from hubops.ops.doctor import run_checks
 from hubops.ops.gpus import holders
 from hubops.ops.prepare import prepare
-from tests.conftest import Checkout
-from tests.integration.deploy.conftest import (
-    SHARED_PASSWORD,
-    Deployment,
-    make_deployment,
-    tear_down,
-)
+from tests.support.checkout import Checkout
+from tests.support.deployment import SHARED_PASSWORD, Deployment, make_deployment, tear_down
 from tests.support.labhost import LabHost, add_user, remove_user
 from tests.support.wait import wait_for
 

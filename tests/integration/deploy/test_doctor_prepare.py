@@ -14,8 +14,8 @@ from hubops.errors import DeployError
 from hubops.host.local import LocalHost
 from hubops.ops.doctor import Check, run_checks
 from hubops.ops.prepare import prepare
-from tests.conftest import Checkout
-from tests.integration.deploy.conftest import Deployment, make_deployment, tear_down
+from tests.support.checkout import Checkout
+from tests.support.deployment import Deployment, make_deployment, tear_down
 from tests.support.tls import write_cert
 
 
@@ -141,7 +141,7 @@ def test_host_prepare_is_idempotent_and_skips_the_gpu_smoke_without_gpus(
     bridge_files: list[Path],
 ) -> None:
     from hubops.config import environments
-    from tests.conftest import REPO_ROOT
+    from tests.support.checkout import REPO_ROOT
 
     settings = environments.load(REPO_ROOT, "local").settings
     first = prepare(LocalHost(), settings, settings.build.base_image)

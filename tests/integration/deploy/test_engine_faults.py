@@ -20,13 +20,8 @@ import requests
 
 from hubops.host.local import LocalHost
 from hubops.ops.doctor import run_checks
-from tests.conftest import Checkout
-from tests.integration.deploy.conftest import (
-    SHARED_PASSWORD,
-    Deployment,
-    make_deployment,
-    tear_down,
-)
+from tests.support.checkout import Checkout
+from tests.support.deployment import SHARED_PASSWORD, Deployment, make_deployment, tear_down
 from tests.support.hub import HubClient
 from tests.support.labhost import Engine, load_images, second_engine
 from tests.support.wait import wait_for

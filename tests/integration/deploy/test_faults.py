@@ -32,8 +32,8 @@ from hubops.deploy import backup as backups
 from hubops.deploy.steps import Step
 from hubops.errors import DeployError
 from hubops.host.local import LocalHost
-from tests.conftest import REPO_ROOT, Checkout
-from tests.integration.deploy.conftest import (
+from tests.support.checkout import REPO_ROOT, Checkout
+from tests.support.deployment import (
     ADMIN_PASSWORD,
     SHARED_PASSWORD,
     Deployment,

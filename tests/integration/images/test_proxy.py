@@ -6,7 +6,7 @@ import pytest
 
 from hubops.images.build import BuiltImage
 from hubops.images.table import VERSIONS
-from tests.integration.conftest import Runner
+from tests.support.containers import Runner
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import testinfra
 from hubops.config import environments
 from hubops.images.build import BuiltImage, build
 from hubops.images.table import VERSIONS
-from tests.conftest import REPO_ROOT, Checkout
+from tests.support.checkout import REPO_ROOT, Checkout
 
 pytestmark = pytest.mark.pytorch
 

@@ -8,8 +8,8 @@ import pytest
 
 from hubops.images.build import BuiltImage
 from hubops.images.table import SINGLEUSER, VERSIONS
-from tests.integration.conftest import Runner
-from tests.integration.images.conftest import family
+from tests.support.containers import Runner
+from tests.support.images import family
 
 
 @pytest.fixture(params=family("base"))

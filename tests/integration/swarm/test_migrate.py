@@ -17,11 +17,10 @@ from hubops.images import table as images
 from hubops.ops.doctor import run_checks
 from hubops.ops.migrate import Side, migrate
 from hubops.plan.render import render
-from tests.conftest import REPO_ROOT, Checkout
-from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, swarm_env
-from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, USERS, set_auth
+from tests.support.checkout import REPO_ROOT, Checkout
 from tests.support.oauth_provider import running_provider
-from tests.support.swarm import TestSwarm
+from tests.support.swarm import SwarmDeployment, TestSwarm, carol_with_a_file, swarm_env
+from tests.support.verify import CLIENT_ID, CLIENT_SECRET, USERS, set_auth
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.swarm

@@ -14,10 +14,9 @@ import pytest
 from hubops.errors import DeployError
 from hubops.host.local import LocalHost
 from hubops.ops.gpus import GPUHolder, swarm_holders
-from tests.integration.swarm.conftest import SwarmDeployment, carol_with_a_file, login, swarm_env
-from tests.integration.verify.conftest import set_auth
 from tests.support.oauth_provider import Provider
-from tests.support.swarm import TestSwarm
+from tests.support.swarm import SwarmDeployment, TestSwarm, carol_with_a_file, login, swarm_env
+from tests.support.verify import set_auth
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.swarm

@@ -8,25 +8,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.conftest import REPO_ROOT
-from tests.integration.verify.conftest import USERS, Target
-from tests.support.apt import ensure_commands
+from tests.support.browser import chromium
+from tests.support.checkout import REPO_ROOT
 from tests.support.oauth_provider import Provider
+from tests.support.verify import USERS, Target
 
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 NOTEBOOK = {
     "cells": [
         {
@@ -52,11 +41,8 @@ NOTEBOOK = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    ensure_commands({"chromium": "chromium"})
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_sign_in_reach_jupyterlab_and_run_nvidia_smi(

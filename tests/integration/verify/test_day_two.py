@@ -16,9 +16,8 @@ from hubops.host.target import open_host
 from hubops.images.table import VERSIONS
 from hubops.ops.gpus import read_usage
 from hubops.ops.status import logs_command, read_status
-from tests.integration.conftest import SIMULATED_GPUS
-from tests.integration.verify.conftest import LoggedIn, Target
-from tests.support.labhost import LabHost
+from tests.support.labhost import SIMULATED_GPUS, LabHost
+from tests.support.verify import LoggedIn, Target
 
 
 class _Enough(Exception):

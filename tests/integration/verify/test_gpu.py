@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import SIMULATED_GPUS
-from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.labhost import SIMULATED_GPUS
+from tests.support.verify import LoggedIn, Target
 
 
 def listed(target: Target, container: str) -> list[str]:

@@ -18,10 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hubops.host.target import open_host
 from hubops.ops.gpus import read_monitor
-from tests.integration.conftest import SIMULATED_GPUS
-from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.hub import HubClient
-from tests.support.labhost import LabHost
+from tests.support.labhost import SIMULATED_GPUS, LabHost
+from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
 
 POOL = [str(g.index) for g in SIMULATED_GPUS]
@@ -167,15 +166,12 @@ def test_the_empty_pool_message_reaches_the_progress_stream(
 
 
 def test_the_empty_pool_message_reaches_the_browser(target: Target, alice: LoggedIn) -> None:
-    from playwright.sync_api import sync_playwright
-
-    from tests.integration.verify.conftest import USERS
-    from tests.integration.verify.test_browser import CHROMIUM_ARGS
+    from tests.support.browser import chromium
+    from tests.support.verify import USERS
 
     bob = next(u for u in USERS if u.username == "bob")
     assert len(holdings(target)) == 4, "the pool is still full"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_context(ignore_https_errors=True).new_page()
         page.goto(f"{target.url}/hub/oauth_login", timeout=30_000)
         page.fill("#username", bob.username)
@@ -188,7 +184,6 @@ def test_the_empty_pool_message_reaches_the_browser(target: Target, alice: Logge
             page.click("input[type=submit], button[type=submit]")
         page.get_by_text("all 4 GPUs are in use").wait_for(timeout=60_000)
         text = page.inner_text("body")
-        browser.close()
     # the spawn fails at once, so the hub shows the form again with the error above it
     assert (
         "Error: all 4 GPUs are in use (by 4 servers); try again later or start without a GPU"

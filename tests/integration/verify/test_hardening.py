@@ -12,7 +12,7 @@ import time
 import pytest
 
 from hubops.plan.model import HUB_CAPS, HUB_PIDS_LIMIT, PROXY_CAPS, PROXY_PIDS_LIMIT, USER_CAPS
-from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
 
 

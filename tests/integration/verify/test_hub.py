@@ -11,7 +11,7 @@ from cryptography import x509
 
 from hubops.images.table import VERSIONS
 from hubops.plan.model import HUB_PORT, PROXY_API_PORT
-from tests.integration.verify.conftest import Target
+from tests.support.verify import Target
 
 
 def test_health_answers(target: Target) -> None:

@@ -22,8 +22,8 @@ import pytest
 
 from hubops.deploy.firewall import Layout
 from hubops.plan.model import HUB_PORT, PROXY_API_PORT, PROXY_PORT, USER_PORT
-from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.labhost import LabHost, used_networks
+from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
 
 PROBE = """
@@ -346,6 +346,6 @@ def _open_from_here(ip: str, port: int) -> bool:
 def _choices(target: Target) -> dict[str, str]:
     from hubops.images import table as images
     from hubops.plan.refs import singleuser_choices
-    from tests.conftest import REPO_ROOT
+    from tests.support.checkout import REPO_ROOT
 
     return singleuser_choices(target.env.settings, images.revisions(REPO_ROOT))

@@ -21,10 +21,10 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import Checkout
-from tests.integration.verify.conftest import ADMIN, USERS, LoginReport, Target, set_auth
+from tests.support.checkout import Checkout
 from tests.support.hub import HubClient
 from tests.support.oauth_provider import Provider
+from tests.support.verify import ADMIN, USERS, LoginReport, Target, set_auth
 from tests.support.wait import wait_for
 
 PASSWORDS = {u.username: u.password for u in USERS}

@@ -18,13 +18,13 @@ import yaml
 from hubops.config.oidc import check_discovery
 from hubops.host.target import open_host
 from hubops.ops.doctor import run_checks
-from tests.conftest import Checkout
-from tests.integration.verify.conftest import CLIENT_ID, CLIENT_SECRET, LoginReport, Target
+from tests.support.checkout import Checkout
 from tests.support.django_op import DjangoOP, OPUser, running_django_op
 from tests.support.hub import HubClient
 from tests.support.labhost import LabHost
 from tests.support.net import free_port
 from tests.support.tls import write_cert
+from tests.support.verify import CLIENT_ID, CLIENT_SECRET, LoginReport, Target
 from tests.support.wait import wait_for
 
 USERS = {

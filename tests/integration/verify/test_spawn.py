@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.verify import LoggedIn, Target
 
 
 def inspect(target: Target, name: str) -> dict[str, object]:
@@ -59,6 +59,6 @@ def test_jupyterlab_answers(target: Target, alice: LoggedIn) -> None:
 def _choices(target: Target) -> dict[str, str]:
     from hubops.images import table as images
     from hubops.plan.refs import singleuser_choices
-    from tests.conftest import REPO_ROOT
+    from tests.support.checkout import REPO_ROOT
 
     return singleuser_choices(target.env.settings, images.revisions(REPO_ROOT))

@@ -16,8 +16,8 @@ from hubops.deploy.tls import fingerprint
 from hubops.host.target import open_host
 from hubops.ops.doctor import run_checks
 from hubops.ops.restore import reload_certificate
-from tests.integration.verify.conftest import LoggedIn, Target
 from tests.support.tls import write_cert
+from tests.support.verify import LoggedIn, Target
 
 
 def served(target: Target) -> str:

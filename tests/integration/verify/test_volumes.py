@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.verify.conftest import LoggedIn, Target
+from tests.support.verify import LoggedIn, Target
 
 
 def user_dir(target: Target, name: str) -> str:
@@ -51,7 +51,7 @@ def test_the_file_survives_a_hub_redeploy(target: Target, alice: LoggedIn) -> No
     put(alice, "redeploy.txt", "before")
     import yaml
 
-    from tests.conftest import Checkout
+    from tests.support.checkout import Checkout
 
     path = Checkout(target.checkout_root).env_file(target.name)
     data = yaml.safe_load(path.read_text())
