@@ -241,7 +241,15 @@ def read_state(url: str = STATE_URL, timeout: float = 2.0) -> dict[str, Any] | N
 
 
 class Monitor:
-    def __init__(self, environment: str, image: str, every: int, busy: int, policy: Policy):
+    def __init__(
+        self,
+        environment: str,
+        image: str,
+        every: int,
+        busy: int,
+        policy: Policy,
+        probe_name: str = "",
+    ):
         import docker  # the hub image's; imported here so the pure parts need none
 
         self.client = docker.from_env()
@@ -254,14 +262,15 @@ class Monitor:
         self.holders: list[Holder] = []
         self.error: str | None = "no sample yet"
         self.probe_seconds: float | None = None
+        # one name per environment: a probe left behind by a killed monitor (a hub restart
+        # in the middle of a sample) is removed by the next one, never piled up
+        self.probe_name = probe_name or f"hubops-{environment}-gpu-probe"
 
     def probe(self) -> Sample:
         import docker
         import docker.errors
 
-        # one name per environment: a probe left behind by a killed monitor (a hub restart
-        # in the middle of a sample) is removed by the next one, never piled up
-        name = f"hubops-{self.environment}-gpu-probe"
+        name = self.probe_name
         with contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_container(name, force=True)
         out = self.client.containers.run(
@@ -355,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=5, help="utilisation that counts as use, %%")
     parser.add_argument("--policy", default="{}", help="the spawner's gpu_policy, as JSON")
     parser.add_argument("--print", action="store_true", help="print the running monitor's view")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="take one sample and print its view (idle times unknown), for `invoke gpus` "
+        "where no monitor runs",
+    )
     args = parser.parse_args(argv)
     if args.print:
         state = read_state()
@@ -369,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="[%(levelname)1.1s %(asctime)s hubops-gpus] %(message)s"
     )
     policy = Policy.from_dict(json.loads(args.policy))
+    if args.once:  # its own probe name: a running monitor's next sample leaves it alone
+        name = f"hubops-{args.environment}-gpu-probe-once"
+        once = Monitor(args.environment, args.image, args.every, args.busy, policy, name)
+        once.step()
+        print(json.dumps({**once.state(), "once": True}))
+        return 0
     Monitor(args.environment, args.image, args.every, args.busy, policy).run()
     return 0
 

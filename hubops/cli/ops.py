@@ -7,8 +7,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hubops_hub.culling import span
-from hubops_hub.gpumon import kinds
 from invoke.context import Context
 from rich.console import Console
 from rich.table import Table
@@ -22,12 +20,12 @@ from hubops.host.base import Host, Streaming
 from hubops.host.files import file_host
 from hubops.host.target import image_fetcher, open_host
 from hubops.ops.doctor import run_checks
-from hubops.ops.gpus import holders, read_monitor, read_usage, swarm_holders
+from hubops.ops.gpus import GPU_COLUMNS, holders, read_view, swarm_holders
+from hubops.ops.gpus import report as gpu_report
 from hubops.ops.migrate import Side, migrate
 from hubops.ops.prepare import prepare
 from hubops.ops.restore import reload_certificate, restore_backup
 from hubops.ops.status import logs_command, read_status
-from hubops.plan.refs import names
 from hubops.plan.render import Rendered
 
 
@@ -129,59 +127,20 @@ def gpus(c: Context, env: str | None = None) -> None:
         return
     with open_host(root, loaded) as host:
         found = holders(host, name)
-        usage = read_usage(host)
-        monitor = read_monitor(host, names(name)["hub"])
+        view = read_view(host, name, loaded.settings) or {}
     g = loaded.settings.gpu
+    report = gpu_report(found, view, g)
     table = Table(
         title=f"GPUs of {name}: policy {g.policy}"
         + (f", pool {', '.join(g.pool)}" if g.pool else "")
     )
-    columns = ("user", "server", "GPUs", "use", "memory", "processes", "idle", "since", "image")
-    for column in columns:
+    for column in GPU_COLUMNS:
         table.add_column(column, overflow="fold")
-    idle = {
-        (m["user"], m["server"] or "(default)"): float(m["idle_seconds"])
-        for m in (monitor or {}).get("holders", [])
-    }
-    for h in found:
-        since = h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?"
-        ids = [x.index for x in usage.gpus] if h.gpus == ("all",) else list(h.gpus)
-        states = [usage.of(x) for x in ids]
-        use = ", ".join(
-            f"{s.utilization}%" if s and s.utilization is not None else "?" for s in states
-        )
-        memory = ", ".join(
-            f"{s.memory_used_mib} MiB" if s and s.memory_used_mib is not None else "?"
-            for s in states
-        )
-        procs = ", ".join(
-            f"{p.pid} ({p.container or 'host'})" for x in ids for p in usage.processes_on(x)
-        )
-        table.add_row(
-            h.user,
-            h.server,
-            ", ".join(h.gpus),
-            use if usage.gpus else "-",
-            memory if usage.gpus else "-",
-            procs or "-",
-            span(idle[(h.user, h.server)]) if (h.user, h.server) in idle else "?",
-            since,
-            h.image,
-        )
+    for row in report.rows:
+        table.add_row(*row)
     Console().print(table)
-    if monitor is None and g.policy != "none":
-        echo("idle: ? (the hub's GPU monitor, hubops-gpus, does not answer)")
-    strays = [p for p in usage.processes if p.container is None or p.user is None]
-    for p in strays:
-        echo(f"GPU {p.gpu_uuid}: pid {p.pid} ({p.process}) runs outside hubops' user servers")
-    pool = (monitor or {}).get("pool")
-    if pool and pool.get("total"):  # what the spawn form shows, from the same view
-        echo(f"{pool['free']} of {pool['total']} GPUs free")
-        for kind, devices in kinds(pool["free_devices"]).items():
-            echo(f"  {kind}: " + ", ".join(f"GPU {d['index']}" for d in devices))
-    elif g.pool:
-        held = {gpu for h in found for gpu in h.gpus}
-        echo(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
+    if report.notes:
+        echo(report.notes)
 
 
 def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:

@@ -1,9 +1,12 @@
 """``invoke gpus``: who holds which GPU, and what the GPUs do.
 
 Who holds which GPU is read from the user containers on the hub host (their labels), or from
-the swarm's tasks on a swarm. What the GPUs do (utilisation, memory and the processes on each
-GPU) comes from NVML through nvidia-smi's query interface on the hub host, each process mapped
-to its container (and so to its user) through the host's /proc/<pid>/cgroup.
+the swarm's tasks on a swarm. What the GPUs do (utilisation, memory, the processes on each GPU
+and whose they are, how long each holder has been idle) is the hub's GPU monitor's view
+(hubops_hub.gpumon), the same that the spawn form and the metrics read. Where no monitor
+answers (no GPU policy, or a hub that is down), the same module takes one sample with the same
+probe container (idle times are then unknown): NVML is read, and each process mapped to its
+container, in one place, hubops_hub.nvml.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from hubops_hub.gpumon import holder_from_labels
+from hubops_hub.culling import span
+from hubops_hub.gpumon import holder_from_labels, kinds
 from hubops_hub.gpus import assigned_gpus
 from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED, LABEL_USER
-from hubops_hub.nvml import APP_FIELDS, GPU_FIELDS, GPUState, container_of, parse_apps, parse_gpus
 
+from hubops.config.settings import Environment, GPUSettings
 from hubops.deploy.swarm import nodes
+from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
+from hubops.plan.hub_config import gpu_policy
+from hubops.plan.model import DOCKER_SOCKET
+from hubops.plan.refs import names
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class GPUHolder:
     image: str
     state: str
     node: str = ""  # cluster swarm: the node the server's task runs on
+    container: str = ""  # its container's name (a single host)
 
 
 def holders(host: Host, environment: str) -> list[GPUHolder]:
@@ -62,6 +71,7 @@ def holders(host: Host, environment: str) -> list[GPUHolder]:
                 since=datetime.fromtimestamp(h.started, tz=timezone.utc) if h.started else None,
                 image=str(c["Config"].get("Image", "")),
                 state=str(c["State"].get("Status", "")),
+                container=str(c.get("Name", "")).lstrip("/"),
             )
         )
     return sorted(out, key=lambda h: h.since or datetime.min.replace(tzinfo=timezone.utc))
@@ -122,80 +132,6 @@ def swarm_holders(host: Host, environment: str) -> list[GPUHolder]:
     return sorted(out, key=lambda h: h.since or datetime.min.replace(tzinfo=timezone.utc))
 
 
-@dataclass(frozen=True)
-class GPUProcess:
-    gpu_uuid: str
-    pid: int
-    used_mib: int | None
-    process: str
-    container: str | None  # the container the process runs in (None: on the host itself)
-    user: str | None  # that container's hubops user
-
-
-@dataclass(frozen=True)
-class Usage:
-    gpus: list[GPUState]
-    processes: list[GPUProcess]
-
-    def of(self, gpu: str) -> GPUState | None:
-        """The state of a GPU by index or UUID (as a holder's label names it)."""
-        return next((g for g in self.gpus if gpu in (g.index, g.uuid)), None)
-
-    def processes_on(self, gpu: str) -> list[GPUProcess]:
-        state = self.of(gpu)
-        return [p for p in self.processes if state is not None and p.gpu_uuid == state.uuid]
-
-
-def containers_of(host: Host, pids: list[int]) -> dict[int, tuple[str, str | None]]:
-    """pid -> (container name, its hubops user), for the PIDs that run in a container."""
-    if not pids:
-        return {}
-    listing = host.run(
-        "for p in " + " ".join(str(p) for p in pids) + "; do "
-        'echo "$p $(cat /proc/$p/cgroup 2>/dev/null | tr "\\n" " ")"; done',
-        check=False,
-    ).stdout
-    ids: dict[int, str] = {}
-    for line in listing.splitlines():
-        pid, _, cgroups = line.partition(" ")
-        found = container_of(cgroups)
-        if pid.isdigit() and found:
-            ids[int(pid)] = found
-    if not ids:
-        return {}
-    inspected = host.run(quote("docker", "inspect", *sorted(set(ids.values()))), check=False)
-    by_id: dict[str, tuple[str, str | None]] = {}
-    for c in json.loads(inspected.stdout or "[]"):
-        labels = (c.get("Config") or {}).get("Labels") or {}
-        by_id[str(c["Id"])] = (str(c.get("Name", "")).lstrip("/"), labels.get(LABEL_USER))
-    return {pid: by_id[cid] for pid, cid in ids.items() if cid in by_id}
-
-
-def read_usage(host: Host) -> Usage:
-    """Every GPU's utilisation and memory, and every compute process on it with its
-    container, read on ``host`` (no nvidia-smi there: no GPUs)."""
-    gpus = host.run(
-        f"nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,noheader,nounits",
-        check=False,
-        timeout=60,
-    )
-    if not gpus.ok:
-        return Usage([], [])
-    apps = parse_apps(
-        host.run(
-            f"nvidia-smi --query-compute-apps={APP_FIELDS} --format=csv,noheader,nounits",
-            check=False,
-            timeout=60,
-        ).stdout
-    )
-    where = containers_of(host, [a.pid for a in apps])
-    processes = [
-        GPUProcess(a.gpu_uuid, a.pid, a.used_mib, a.process, *where.get(a.pid, (None, None)))
-        for a in apps
-    ]
-    return Usage(parse_gpus(gpus.stdout), processes)
-
-
 def read_monitor(host: Host, hub_container: str) -> dict[str, Any] | None:
     """The hub's GPU monitor's view (hubops_hub.gpumon): the same that the spawn form and the
     metrics read, with each holder's idle time. None where no monitor answers."""
@@ -211,3 +147,117 @@ def read_monitor(host: Host, hub_container: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return state
+
+
+def probe_once(host: Host, environment: str, settings: Environment) -> dict[str, Any] | None:
+    """One sample through the monitor's own module and probe, as the monitor's view (with
+    ``once``: idle times unknown): run in the hub container where it runs, else in a one-off
+    container of its image with the Docker socket. None where the environment has no hub."""
+    hub = dockerhost.inspect(host, "container", names(environment)["hub"])
+    if hub is None:
+        return None
+    image = str((hub.get("Config") or {}).get("Image", ""))
+    module = [
+        "python3",
+        "-m",
+        "hubops_hub.gpumon",
+        "--once",
+        f"--environment={environment}",
+        f"--image={image}",
+        f"--busy={settings.gpu.busy_utilization}",
+        f"--policy={json.dumps(gpu_policy(settings), sort_keys=True)}",
+    ]
+    if dockerhost.is_running(hub):
+        command = quote("docker", "exec", str(hub["Name"]).lstrip("/"), *module)
+    else:
+        socket = settings.paths.docker_socket
+        command = quote(
+            "docker",
+            "run",
+            "--rm",
+            "--network=none",
+            "--mount",
+            f"type=bind,source={socket},target={DOCKER_SOCKET}",
+            image,
+            *module,
+        )
+    done = host.run(command, check=False, timeout=120)
+    try:
+        view: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        tail = (done.stderr or done.stdout).strip()[-300:]
+        return {"error": f"the GPU probe failed: {tail}", "once": True, "gpus": [], "holders": []}
+    return view
+
+
+def read_view(host: Host, environment: str, settings: Environment) -> dict[str, Any] | None:
+    """What the GPUs do: the hub's GPU monitor's view, or else one sample (:func:`probe_once`)."""
+    return read_monitor(host, names(environment)["hub"]) or probe_once(host, environment, settings)
+
+
+GPU_COLUMNS = ("user", "server", "GPUs", "use", "memory", "processes", "idle", "since", "image")
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: list[tuple[str, ...]]  # one per holder, in GPU_COLUMNS' order
+    notes: list[str]  # what the table cannot say: strays, the free GPUs, a missing monitor
+
+
+def report(found: list[GPUHolder], view: dict[str, Any], g: GPUSettings) -> Report:
+    """``invoke gpus``' table: each holder (from its labels) with what its GPUs do (from the
+    view), and the lines under it."""
+    gpus = view.get("gpus") or []
+    seen = {(m["user"], m["server"] or "(default)"): m for m in view.get("holders") or []}
+    once = bool(view.get("once"))
+    rows: list[tuple[str, ...]] = []
+    for h in found:
+        ids = [x["index"] for x in gpus] if h.gpus == ("all",) else list(h.gpus)
+        states = [_gpu(gpus, x) for x in ids]
+        use = ", ".join(
+            f"{s['utilization']}%" if s and s["utilization"] is not None else "?" for s in states
+        )
+        memory = ", ".join(
+            f"{s['memory_used_mib']} MiB" if s and s["memory_used_mib"] is not None else "?"
+            for s in states
+        )
+        mine = seen.get((h.user, h.server), {})
+        procs = ", ".join(f"{p['pid']} ({h.container})" for p in mine.get("processes", []))
+        rows.append(
+            (
+                h.user,
+                h.server,
+                ", ".join(h.gpus),
+                use if gpus else "-",
+                memory if gpus else "-",
+                procs or "-",
+                span(float(mine["idle_seconds"])) if mine and not once else "?",
+                h.since.strftime("%Y-%m-%d %H:%M UTC") if h.since else "?",
+                h.image,
+            )
+        )
+    notes = []
+    if once and g.policy != "none":
+        notes.append("idle: ? (the hub's GPU monitor, hubops-gpus, does not answer)")
+    if view.get("error") and not gpus:
+        notes.append(f"GPUs: ? ({view['error']})")
+    notes += [
+        f"GPU {p['gpu_uuid']}: pid {p['pid']} ({p['process']}) runs outside hubops' user servers"
+        for p in view.get("strays") or []
+    ]
+    pool = None if once else view.get("pool")
+    if pool and pool.get("total"):  # what the spawn form shows, from the same view
+        notes.append(f"{pool['free']} of {pool['total']} GPUs free")
+        notes += [
+            f"  {kind}: " + ", ".join(f"GPU {d['index']}" for d in devices)
+            for kind, devices in kinds(pool["free_devices"]).items()
+        ]
+    elif g.pool:
+        held = {gpu for h in found for gpu in h.gpus}
+        notes.append(f"{len([x for x in g.pool if x not in held])} of {len(g.pool)} GPUs free")
+    return Report(rows, notes)
+
+
+def _gpu(gpus: list[dict[str, Any]], gpu_id: str) -> dict[str, Any] | None:
+    """A GPU of the view by its index or UUID, as a holder's label names it."""
+    return next((g for g in gpus if gpu_id in (g["index"], g["uuid"])), None)

@@ -4,9 +4,6 @@ snapshot command. The swap unit's own tests are in test_swap.py.
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
 from pydantic import SecretStr
 
@@ -22,56 +19,18 @@ from hubops.deploy.changes import (
 from hubops.deploy.firewall import Layout
 from hubops.deploy.network import pinned
 from hubops.deploy.state import config_path, saved_paths
-from hubops.host.base import Result
 from hubops.plan.model import Plan
 from hubops.plan.render import render
 from tests.support.checkout import Checkout
+from tests.support.scripted_host import ScriptedHost
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 SECRETS = {"shared_password": SecretStr("shared-pass-1"), "admin_password": SecretStr("a" * 40)}
-MARK = "=== hubops snapshot"
 
 
-class ScriptedHost:
-    """Answers the commands a deploy's read-only part sends, from a scripted host state."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.files: dict[str, str] = {}
-        self.images: list[dict[str, object]] = []
-        self.containers: list[dict[str, object]] = []
-        self.sums: list[str] = []
-        self.commands: list[str] = []
-
-    def run(
-        self, command: str, *, check: bool = True, stdin: str | None = None, timeout: float = 600
-    ) -> Result:
-        self.commands.append(command)
-        if command.startswith("id -un"):
-            return Result(command, 0, "root\n0\n", "")
-        if MARK in command:
-            out = [f"{MARK} files"]
-            for path in self._read_order(command):
-                text = self.files.get(path)
-                out.append(
-                    "F -" if text is None else f"F {base64.b64encode(text.encode()).decode()}"
-                )
-            out.append(f"{MARK} images")
-            out.append(json.dumps(self.images))
-            out.append(f"{MARK} containers")
-            out.append(json.dumps(self.containers))
-            out.append(f"{MARK} sums")
-            out += self.sums
-            return Result(command, 0, "\n".join(out) + "\n", "")
-        raise AssertionError(f"the read-only part sent an unexpected command: {command}")
-
-    def _read_order(self, command: str) -> list[str]:
-        paths = []
-        for part in command.split("; "):
-            if part.startswith("if [ -f "):
-                paths.append(part.split("if [ -f ", 1)[1].split(" ]", 1)[0].strip("'"))
-        return paths
+def scripted() -> ScriptedHost:
+    """A root host: the deploy's read-only part asks who it is, then takes snapshots."""
+    return ScriptedHost().on(r"^id -un", "root\n0\n")
 
 
 LAYOUT = Layout.of("172.30.0.0/16")
@@ -113,7 +72,7 @@ def deployed(
 
 def test_nothing_changed_means_nothing_to_do(rendered: tuple) -> None:  # type: ignore[type-arg]
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     changes = find_changes(
         host, plan, env.settings, config, {}, take_snapshot(host, plan, env.settings, host), LAYOUT
@@ -124,7 +83,7 @@ def test_nothing_changed_means_nothing_to_do(rendered: tuple) -> None:  # type: 
 
 def test_a_config_change_replaces_the_hub_and_keeps_the_proxy(rendered: tuple) -> None:  # type: ignore[type-arg]
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     changes = find_changes(
         host,
@@ -140,7 +99,7 @@ def test_a_config_change_replaces_the_hub_and_keeps_the_proxy(rendered: tuple) -
 
 def test_a_missing_image_and_a_stopped_proxy(rendered: tuple) -> None:  # type: ignore[type-arg]
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     hub = next(c for c in plan.containers if c.role == "hub")
     host.images = [i for i in host.images if i["RepoTags"] != [hub.image]]
@@ -155,7 +114,7 @@ def test_a_missing_image_and_a_stopped_proxy(rendered: tuple) -> None:  # type: 
 
 def test_changed_secrets_replace_the_hub(rendered: tuple) -> None:  # type: ignore[type-arg]
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     changes = find_changes(
         host, plan, env.settings, config, SECRETS, take_snapshot(host, plan, env.settings, host)
@@ -166,7 +125,7 @@ def test_changed_secrets_replace_the_hub(rendered: tuple) -> None:  # type: igno
 
 def test_leftovers_of_a_cut_off_deploy_are_noticed(rendered: tuple) -> None:  # type: ignore[type-arg]
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     _, config_prev, _, _ = saved_paths(env.settings)
     host.sums = [f"{'0' * 64}  {config_prev}"]
@@ -183,7 +142,7 @@ def test_a_rules_change_alone_leaves_the_hub_and_proxy_running(
     checkout: Checkout,
 ) -> None:
     env, plan, config = rendered
-    host = ScriptedHost()
+    host = scripted()
     deployed(host, plan, env, config)
     checkout.write_env("local2", "extends: local.yaml\nnetwork:\n  egress: none\n")
     changed = environments.load(checkout.root, "local2").settings

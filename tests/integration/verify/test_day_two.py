@@ -14,7 +14,7 @@ from hubops.deploy.backup import backup
 from hubops.host.files import file_host
 from hubops.host.target import open_host
 from hubops.images.table import VERSIONS
-from hubops.ops.gpus import read_usage
+from hubops.ops.gpus import holders, probe_once, report
 from hubops.ops.status import logs_command, read_status
 from tests.support.labhost import SIMULATED_GPUS, LabHost
 from tests.support.verify import LoggedIn, Target
@@ -95,10 +95,10 @@ def test_logs_follow_streams_lines_as_they_come(target: Target, alice: LoggedIn)
 def test_gpu_usage_maps_each_process_to_its_user_s_server(
     target: Target, alice: LoggedIn, lab: LabHost
 ) -> None:
-    """`invoke gpus`' usage columns: utilisation and memory per GPU and the processes on it,
-    read with nvidia-smi's query interface on the host (SIMULATED: the test says what the
-    fake NVML reports, usage.json), each host PID mapped to its container through the host's
-    /proc/<pid>/cgroup, for real."""
+    """`invoke gpus`' usage columns where no monitor's sample is at hand: one sample through the
+    monitor's own module and probe container (SIMULATED: the test says what the fake NVML
+    reports, usage.json), each host PID mapped to its container through the host's
+    /proc/<pid>/cgroup, for real, and the table `invoke gpus` prints from it."""
     if lab.gpusim is None or target.provider is None:
         pytest.skip("needs the suites' own deployment on the SIMULATED GPU host")
     container = lab.client.containers.get(alice.container)
@@ -119,23 +119,32 @@ def test_gpu_usage_maps_each_process_to_its_user_s_server(
         )
     )
     usage_file.chmod(0o644)
+    env = target.env
     try:
-        with open_host(target.checkout_root, target.env) as host:
-            usage = read_usage(host)
+        with open_host(target.checkout_root, env) as host:
+            view = probe_once(host, env.name, env.settings)
+            found = holders(host, env.name)
     finally:
         usage_file.unlink()
         container.exec_run(["pkill", "-f", "sleep 600.5"])
-    state = usage.of("0")
-    assert state is not None
-    assert state.uuid == gpu0
-    assert state.name == "hubops SIMULATED GPU"
-    assert state.utilization == 73
-    assert state.memory_used_mib == 2048
-    assert usage.of(gpu1) is not None
-    assert usage.of(gpu1).utilization == 0  # type: ignore[union-attr]
-    (mine,) = usage.processes_on("0")
-    assert mine.pid == pid
-    assert mine.container == alice.container
-    assert mine.user == "alice"
-    (other,) = usage.processes_on(gpu1)
-    assert other.container is None, "a process of the host itself is in no container"
+    assert view is not None, "the environment has a hub"
+    assert view["once"], "one sample, idle times unknown"
+    assert view["error"] is None, view["error"]
+    by_uuid = {g["uuid"]: g for g in view["gpus"]}
+    assert by_uuid[gpu0]["index"] == "0"
+    assert by_uuid[gpu0]["name"] == "hubops SIMULATED GPU"
+    assert by_uuid[gpu0]["utilization"] == 73
+    assert by_uuid[gpu0]["memory_used_mib"] == 2048
+    assert by_uuid[gpu1]["utilization"] == 0
+    (mine,) = [h for h in view["holders"] if h["user"] == "alice"]
+    assert [a["pid"] for a in mine["processes"]] == [pid], "her process, by its cgroup"
+    assert mine["container_id"] == container.id
+    strays = [a for a in view["strays"] if a["pid"] == os.getpid()]
+    assert strays, "a process of the host itself is in no container"
+    assert strays[0]["container_id"] is None
+    table = report(found, view, env.settings.gpu)
+    (row,) = [r for r in table.rows if r[0] == "alice"]
+    assert row[3].startswith("73%"), row
+    assert f"{pid} ({alice.container})" in row[5], row
+    assert row[6] == "?", "no idle time from a single sample"
+    assert any(f"pid {os.getpid()}" in line for line in table.notes), table.notes
