@@ -1,6 +1,7 @@
-"""NVML through nvidia-smi's query interface: one parser for the hub's GPU monitor
-(``hubops_hub.gpumon``, which runs :func:`main` in a probe container) and for ``invoke gpus``
-on the hub host (``hubops.ops.gpus``).
+"""NVML through nvidia-smi's query interface: the one parser, and the one mapping of a process
+to its container, for the hub's GPU monitor (``hubops_hub.gpumon``, which runs :func:`main` in
+a probe container) and so for ``invoke gpus``, which reads the monitor's view or takes one
+sample through it (``hubops.ops.gpus``).
 
 The queries, each printed with ``--format=csv,noheader,nounits``:
 
