@@ -24,7 +24,7 @@ from hubops.host import lock
 from hubops.host.base import Host, quote
 from hubops.host.engine import MIN_API
 from hubops.host.rootfiles import root_files
-from hubops.ops.prepare import has_nvidia_hardware, list_gpus
+from hubops.ops.prepare import gpu_smoke_command, has_nvidia_hardware, list_gpus
 from hubops.plan.model import OAUTH_CA_FILE, Plan
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -417,23 +417,7 @@ def check_gpu_containers(ctx: Context) -> list[Check]:
         return [Check("gpu in containers", "skip", "no NVIDIA GPU on this host")]
     if ctx.probe_image is None:
         return [Check("gpu in containers", "skip", "no hub image on the host yet (deploy first)")]
-    result = ctx.host.run(
-        quote(
-            "docker",
-            "run",
-            "--rm",
-            "--gpus",
-            "all",
-            "--entrypoint",
-            "nvidia-smi",
-            "--env",
-            "NVIDIA_DRIVER_CAPABILITIES=utility",
-            ctx.probe_image,
-            "-L",
-        ),
-        check=False,
-        timeout=120,
-    )
+    result = ctx.host.run(gpu_smoke_command(ctx.probe_image), check=False, timeout=120)
     text = result.stdout + result.stderr
     if NVML_ERROR in text:
         return [

@@ -318,25 +318,27 @@ def _write_atomically(host: Host, path: str, text: str) -> None:
     )
 
 
+def gpu_smoke_command(image: str) -> str:
+    """A container of ``image`` given all GPUs lists them with nvidia-smi (the smoke test of
+    host.prepare, and doctor's check that containers see the GPUs)."""
+    return quote(
+        "docker",
+        "run",
+        "--rm",
+        "--gpus",
+        "all",
+        "--entrypoint",
+        "nvidia-smi",
+        "--env",
+        "NVIDIA_DRIVER_CAPABILITIES=utility",
+        image,
+        "-L",
+    )
+
+
 def gpu_smoke(host: Host, image: str) -> str:
     """A container given all GPUs runs nvidia-smi; returns what it listed."""
-    result = host.run(
-        quote(
-            "docker",
-            "run",
-            "--rm",
-            "--gpus",
-            "all",
-            "--entrypoint",
-            "nvidia-smi",
-            "--env",
-            "NVIDIA_DRIVER_CAPABILITIES=utility",
-            image,
-            "-L",
-        ),
-        check=False,
-        timeout=300,
-    )
+    result = host.run(gpu_smoke_command(image), check=False, timeout=300)
     if not result.ok or "GPU " not in result.stdout:
         raise HubopsError(
             f"{host.name}: GPU smoke test failed: a container given all GPUs could not run "
