@@ -24,18 +24,20 @@ from hubops_hub.userdirs import escape_username
 
 from hubops.config.settings import Environment
 from hubops.deploy.backup import list_backups
+from hubops.deploy.health import health_urls
 from hubops.errors import HubopsError
 from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
-from hubops.plan.model import DB_FILE, HUB_DATA_DIR, HUB_PORT, Plan
+from hubops.plan.model import DB_FILE, HUB_DATA_DIR, Plan
 
-# Run in the hub container: its health, and (read-only) its DB's users and running servers.
+# Run in the hub container: its health (the URL: argv[1], under the hub's base_url), and
+# (read-only) its DB's users and running servers.
 _PROBE = f"""
-import json, sqlite3, urllib.request
+import json, sqlite3, sys, urllib.request
 out = {{}}
 try:
-    with urllib.request.urlopen("http://127.0.0.1:{HUB_PORT}/hub/health", timeout=5) as r:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
         out["health"] = r.status
 except Exception as exc:
     out["health"] = str(exc)
@@ -92,7 +94,11 @@ def read_status(host: Host, settings: Environment, plan: Plan) -> Status:
     activity: dict[tuple[str, str], str | None] = {}
     if found is not None and dockerhost.is_running(found):
         probe = host.run(
-            quote("docker", "exec", hub.name, "python3", "-c", _PROBE), check=False, timeout=60
+            quote(
+                "docker", "exec", hub.name, "python3", "-c", _PROBE, health_urls(plan, settings)[0]
+            ),
+            check=False,
+            timeout=60,
         )
         if probe.ok:
             data = json.loads(probe.stdout)
