@@ -245,7 +245,7 @@ def report(found: list[GPUHolder], view: dict[str, Any], g: GPUSettings) -> Repo
         f"GPU {p['gpu_uuid']}: pid {p['pid']} ({p['process']}) runs outside hubops' user servers"
         for p in view.get("strays") or []
     ]
-    pool = None if once else view.get("pool")
+    pool = view.get("pool") if g.policy in ("exclusive", "shared") else None
     if pool and pool.get("total"):  # what the spawn form shows, from the same view
         notes.append(f"{pool['free']} of {pool['total']} GPUs free")
         notes += [

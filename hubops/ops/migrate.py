@@ -129,11 +129,11 @@ def migrate(
         result.backup = backup(host, old.settings, hub.image, hub.name, files=files)
     running = _containers(host, old.name, running_only=True)
     progress(Step.MIGRATE, f"stopping {old.name}: {len(running)} container(s)")
-    if running:
-        host.run(quote("docker", "stop", "--time", "10", *running), timeout=300)
     result.stopped = running
     made: list[str] = []  # what the move copied, taken back if it fails
     try:
+        if running:  # a stop that fails halfway starts them again too
+            host.run(quote("docker", "stop", "--time", "10", *running), timeout=300)
         if np.data_dir != op.data_dir:
             files.run(f"install -d -m 700 {quote(np.data_dir)}")
             for name in (DB_FILE, COOKIE_SECRET_FILE):
