@@ -44,7 +44,8 @@ def resolves(host: Host, container: str, name: str) -> bool | None:
     if result.ok:
         return True
     text = (result.stderr + result.stdout).lower()
-    if "is not running" in text or "no such container" in text or "is restarting" in text:
+    not_running = ("is not running", "no such container", "is restarting", "cannot connect to")
+    if any(words in text for words in not_running):  # the last: the engine itself is down
         return None
     return False
 

@@ -49,6 +49,7 @@ class Context:
     plan: Plan
     gpus: list[str]
     probe_image: str | None  # an image on the host to run probes in (the hub's), if any
+    engine: bool = False  # the engine answered (checks that ask it about containers need it)
 
     def files(self) -> Host | None:
         """Who reads root's files on the host (the host itself for root; see rootfiles)."""
@@ -98,6 +99,7 @@ def check_docker(ctx: Context) -> list[Check]:
                 "upgrade to Docker 20.10 or newer (API 1.41+)",
             )
         ]
+    ctx.engine = True
     hub = next(c for c in ctx.plan.containers if c.role == "hub")
     if dockerhost.image_id(ctx.host, hub.image):
         ctx.probe_image = hub.image
@@ -161,6 +163,8 @@ def check_lock(ctx: Context) -> list[Check]:
 
 
 def check_network(ctx: Context) -> list[Check]:
+    if not ctx.engine:  # a stopped engine is not a broken DNS: the docker check says why
+        return [Check("network", "skip", "the engine does not answer (see docker)")]
     problem = network.resolution_problem(ctx.host, ctx.plan)
     if problem:
         return [
