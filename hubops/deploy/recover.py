@@ -85,11 +85,11 @@ def recover(
         except HubopsError:
             pass
         else:
+            _run(host, swap.environment, swap.finish_script(), progress, health_timeout)
             progress(
                 Step.RECOVER,
-                "finishing an earlier swap that was cut off after its new hub was healthy",
+                "finished an earlier swap that was cut off after the new hub was healthy",
             )
-            _run(host, swap.environment, swap.finish_script(), progress, health_timeout)
             return ["finished an interrupted swap"]
     if not previous:
         host.run(swap.restore_files or "true", check=False)
