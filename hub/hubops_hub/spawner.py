@@ -237,11 +237,21 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
 
     # --- spawning --------------------------------------------------------------------------
 
-    async def start(self) -> Any:
+    def apply_profile(self) -> dict[str, Any]:
+        """The user's profile's limits on this server: memory, CPU, and /dev/shm (bytes,
+        worked out from the profile's memory limit when it names no size)."""
         profile = self.profile()
         for key in ("mem_limit", "cpu_limit"):
             if profile.get(key) is not None:
                 setattr(self, key, profile[key])
+        if profile.get("shm_size"):
+            host_config = dict(self.extra_host_config or {})
+            host_config["shm_size"] = profile["shm_size"]
+            self.extra_host_config = host_config
+        return profile
+
+    async def start(self) -> Any:
+        profile = self.apply_profile()
         self._gpu_count = self._requested_gpus()
         limit = int(profile.get("max_gpus", 0))
         if self._gpu_count > limit and self.policy.name not in ("none", "all"):

@@ -69,6 +69,26 @@ def _check_mem(value: str) -> str:
     return value
 
 
+_MEM_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def mem_bytes(size: str) -> int:
+    """A validated size (512M, 8G) in bytes, as Docker reads it (K/M/G/T: powers of 1024)."""
+    unit = size[-1] if size[-1] in _MEM_UNITS else ""
+    return int(size.removesuffix(unit)) * _MEM_UNITS[unit]
+
+
+def size_text(n: int) -> str:
+    """Bytes as the largest unit that holds them whole (4G, 1536M, 512K), as sizes are written."""
+    for unit in ("T", "G", "M", "K"):
+        if n % _MEM_UNITS[unit] == 0:
+            return f"{n // _MEM_UNITS[unit]}{unit}"
+    return str(n)
+
+
+DEFAULT_SHM = "1G"  # /dev/shm of a server without a memory limit (Docker's own: 64M)
+
+
 def _check_user_name(value: str) -> str:
     if not value or value != value.strip() or "/" in value or "\0" in value:
         raise ValueError("expected a user or group name without slashes or surrounding spaces")
@@ -659,6 +679,9 @@ class Profile(Section):
         0, ge=0, description="GPUs one user may hold at once (the form offers 0..max_gpus)."
     )
     mem_limit: MemSize | None = Field(None, description="Memory limit (overrides singleuser).")
+    shm_size: MemSize | None = Field(
+        None, description="Size of /dev/shm (overrides singleuser; see singleuser.shm_size)."
+    )
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit (overrides singleuser).")
     max_age: int = Field(
         0, ge=0, description="Stop these users' servers after this many seconds (0: never)."
@@ -711,6 +734,13 @@ class SingleuserSettings(Section):
     uid: int = Field(1000, ge=1, description="uid of the non-root user in the image.")
     gid: int = Field(100, ge=0, description="gid of the non-root user in the image.")
     mem_limit: MemSize | None = Field(None, description="Memory limit per user server.")
+    shm_size: MemSize | None = Field(
+        None,
+        description="Size of /dev/shm in each user server. PyTorch's DataLoader workers pass "
+        "every batch through it, and Docker's default of 64M makes them die with 'bus error'. "
+        f"Unset: half of the server's memory limit, or {DEFAULT_SHM} without a limit. It "
+        "counts against the memory limit, so it cannot be larger.",
+    )
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit per user server.")
     start_timeout: int = Field(120, ge=10, description="Seconds a user server may take to start.")
     pids_limit: int = Field(
@@ -753,6 +783,15 @@ class SingleuserSettings(Section):
         if self.images is not None and not self.images:
             raise ValueError("singleuser.images is empty; list at least one image")
         return self
+
+    def shm_size_for(self, profile: Profile | None = None) -> str:
+        """/dev/shm of a server of ``profile`` (None: without one): the profile's shm_size,
+        singleuser.shm_size, half of the memory limit that applies, or DEFAULT_SHM."""
+        given = (profile.shm_size if profile else None) or self.shm_size
+        if given:
+            return given
+        mem = (profile.mem_limit if profile else None) or self.mem_limit
+        return size_text(mem_bytes(mem) // 2) if mem else DEFAULT_SHM
 
     @property
     def choices(self) -> dict[str, str]:
@@ -1118,6 +1157,39 @@ class Environment(Section):
                 "reach each other: set network.isolation: false to accept that (or use "
                 "cluster kubernetes, whose NetworkPolicy isolates them)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _shm_fits_memory(self) -> Environment:
+        """/dev/shm is memory of the server's cgroup: no larger than its memory limit."""
+        su = self.singleuser
+        places: list[tuple[tuple[str, ...], Profile | None]] = [(("singleuser",), None)]
+        places += [(("singleuser", "profiles", str(i)), p) for i, p in enumerate(su.profiles)]
+        for path, profile in places:
+            own = profile.shm_size if profile else su.shm_size
+            if own is None and su.shm_size is None:
+                continue  # half of the memory limit: it fits
+            key = (*path, "shm_size") if own else ("singleuser", "shm_size")
+            if self.cluster == "swarm" and own:
+                raise RuleError(
+                    key,
+                    f"is {own} with cluster swarm; Docker's service API has no shm size, so "
+                    "swarm servers keep Docker's 64M /dev/shm: remove it (or use cluster "
+                    "docker or kubernetes)",
+                )
+            mem = (profile.mem_limit if profile else None) or su.mem_limit
+            shm = su.shm_size_for(profile)
+            if mem and mem_bytes(shm) > mem_bytes(mem):
+                limit = (
+                    f"{'.'.join(path)}.mem_limit"
+                    if profile and profile.mem_limit
+                    else "singleuser.mem_limit"
+                )
+                raise RuleError(
+                    key,
+                    f"is {shm}, larger than the memory limit {mem} ({limit}); /dev/shm is "
+                    f"memory of the server itself: set at most {mem}, or raise the limit",
+                )
         return self
 
     @model_validator(mode="after")

@@ -237,6 +237,13 @@ TABLE: tuple[Row, ...] = (
         "Kubernetes reserves the guarantee on the node",
     ),
     Row(
+        "singleuser.shm_size",
+        "singleuser.storage.extraVolumes and extraVolumeMounts: an emptyDir with medium "
+        "Memory and sizeLimit, mounted at /dev/shm",
+        "unset: half of singleuser.mem_limit, or 1G; the volume counts against the pod's "
+        "memory limit",
+    ),
+    Row(
         "singleuser.cpu_limit",
         "singleuser.cpu.limit",
         "without a guarantee Kubernetes requests (reserves) the limit",
@@ -291,6 +298,11 @@ TABLE: tuple[Row, ...] = (
         "",
     ),
     Row("singleuser.profiles[].cpu_limit", "singleuser.profileList[].kubespawner_override", ""),
+    _none(
+        "singleuser.profiles[].shm_size",
+        "a profile's own /dev/shm would need the whole volume list in its kubespawner_override",
+        "set singleuser.shm_size for every server instead",
+    ),
     _none(
         "singleuser.profiles[].max_age",
         "the chart's idle culler has one maximum age for all servers (cull.maxAge)",

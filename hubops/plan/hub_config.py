@@ -11,7 +11,15 @@ from urllib.parse import urlsplit
 from hubops_hub.labels import LABEL_ENV, LABEL_ROLE
 
 from hubops.config.secrets import METRICS_TOKEN, PROXY_TOKEN
-from hubops.config.settings import Environment, GitHubAuth, GitLabAuth, OIDCAuth, SharedPasswordAuth
+from hubops.config.settings import (
+    Environment,
+    GitHubAuth,
+    GitLabAuth,
+    OIDCAuth,
+    Profile,
+    SharedPasswordAuth,
+    mem_bytes,
+)
 from hubops.plan.auth import allowed, oauth_client
 from hubops.plan.model import (
     AUTH_CLASSES,
@@ -100,6 +108,7 @@ def hub_config(
             "cap_drop": ["ALL"],
             "cap_add": USER_CAPS,
             "pids_limit": su.pids_limit,
+            "shm_size": mem_bytes(su.shm_size_for(None)),
         },
     }
     if settings.cluster == "swarm":
@@ -118,7 +127,7 @@ def hub_config(
     traits["HubopsSpawner"] = {
         "hubops_environment": env_name,
         "gpu_policy": gpu_policy(settings),
-        "profiles": [p.model_dump() for p in su.profiles],
+        "profiles": [_profile(settings, p) for p in su.profiles],
         "gpu_idle_timeout": settings.gpu.idle_timeout or 0,
     }
     # an API-only service whose token (generated on the host) may read /hub/metrics
@@ -265,3 +274,12 @@ def gpu_policy(settings: Environment) -> dict[str, Any]:
         "pinned_users": {k: list(v) for k, v in g.pinned_users.items()},
         "pinned_groups": {k: list(v) for k, v in g.pinned_groups.items()},
     }
+
+
+def _profile(settings: Environment, profile: Profile) -> dict[str, Any]:
+    """A profile as HubopsSpawner takes it: its settings, with the /dev/shm size its servers
+    get in bytes (a single host: swarm services have none)."""
+    out = profile.model_dump()
+    su = settings.singleuser
+    out["shm_size"] = mem_bytes(su.shm_size_for(profile)) if settings.cluster == "docker" else None
+    return out

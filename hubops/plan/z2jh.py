@@ -33,6 +33,7 @@ from hubops.config.settings import (
     OIDCAuth,
     Profile,
     SharedPasswordAuth,
+    mem_bytes,
 )
 from hubops.config.z2jh import (
     CLIENT_SECRET_ENV,
@@ -51,6 +52,7 @@ GPU_RESOURCE_PREFIX = "nvidia.com/"  # the NVIDIA device plugin's resources (MIG
 # limit where the limit is smaller (a request above the limit makes the pod invalid).
 MEM_GUARANTEE = "1G"
 SHARED_DATA_VOLUME = "shared-data"
+SHM_VOLUME = "shm"
 
 # auth.type -> the JupyterHub.authenticator_class entry point of the chart's hub image
 AUTH_ENTRY_POINTS = {"gitlab": "gitlab", "github": "github", "oidc": "generic-oauth"}
@@ -114,16 +116,22 @@ def values(settings: Environment, revs: Mapping[str, str]) -> dict[str, Any]:
     }
     if k.storage_class is not None:
         storage["dynamic"] = {"storageClass": k.storage_class}
+    # /dev/shm: z2jh's way is a memory-backed emptyDir (PyTorch's DataLoader needs more than
+    # the runtime's 64M)
+    storage["extraVolumes"] = [
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": su.shm_size_for(None)}}
+    ]
+    storage["extraVolumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     if k.shared_data_claim is not None:
-        storage["extraVolumes"] = [
+        storage["extraVolumes"].append(
             {
                 "name": SHARED_DATA_VOLUME,
                 "persistentVolumeClaim": {"claimName": k.shared_data_claim, "readOnly": True},
             }
-        ]
-        storage["extraVolumeMounts"] = [
+        )
+        storage["extraVolumeMounts"].append(
             {"name": SHARED_DATA_VOLUME, "mountPath": su.shared_data_mount, "readOnly": True}
-        ]
+        )
 
     singleuser: dict[str, Any] = {
         "image": {"name": name, "tag": tag},
@@ -184,20 +192,11 @@ def _secret_ref(name: str, key: str) -> dict[str, Any]:
     return {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
 
-_MEM_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def _mem_bytes(size: str) -> int:
-    """A MemSize (8G) in bytes, as KubeSpawner's ByteSpecification reads it (binary units)."""
-    unit = size[-1] if size[-1] in _MEM_UNITS else ""
-    return int(size.removesuffix(unit)) * _MEM_UNITS[unit]
-
-
 def _memory(limit: str | None) -> dict[str, Any]:
     """singleuser.memory: the limit, and a guarantee that does not exceed it."""
     if limit is None:
         return {"guarantee": MEM_GUARANTEE}
-    guarantee = limit if _mem_bytes(limit) < _mem_bytes(MEM_GUARANTEE) else MEM_GUARANTEE
+    guarantee = limit if mem_bytes(limit) < mem_bytes(MEM_GUARANTEE) else MEM_GUARANTEE
     return {"limit": limit, "guarantee": guarantee}
 
 

@@ -391,6 +391,31 @@ UNSAFE = [
         "singleuser:\n  pids_limit: 10\n",
         ("singleuser.pids_limit", "got 10", "greater than or equal to 64"),
     ),
+    (
+        "a /dev/shm that is no size",
+        "singleuser:\n  shm_size: lots\n",
+        ("singleuser.shm_size", "got 'lots'", "expected a size such as 512M"),
+    ),
+    (
+        "a /dev/shm larger than the memory limit",
+        "singleuser:\n  shm_size: 4G\n",
+        ("singleuser.shm_size", "is 4G", "larger than the memory limit 2G (singleuser.mem_limit)"),
+    ),
+    (
+        "a profile's /dev/shm larger than its memory limit",
+        "singleuser:\n  profiles:\n    - mem_limit: 1G\n      shm_size: 2G\n",
+        ("singleuser.profiles.0.shm_size", "is 2G", "1G (singleuser.profiles.0.mem_limit)"),
+    ),
+    (
+        "a /dev/shm larger than a profile's memory limit",
+        "singleuser:\n  shm_size: 1536M\n  profiles:\n    - mem_limit: 1G\n",
+        ("singleuser.shm_size", "is 1536M", "1G (singleuser.profiles.0.mem_limit)"),
+    ),
+    (
+        "a /dev/shm size on a swarm",
+        "cluster: swarm\nnetwork:\n  isolation: false\nsingleuser:\n  shm_size: 1G\n",
+        ("singleuser.shm_size", "is 1G with cluster swarm", "no shm size", "remove it"),
+    ),
 ]
 
 

@@ -417,6 +417,9 @@ def test_tls_storage_network_and_tolerations(checkout: Checkout) -> None:
         "capacity": "50Gi",
         "homeMountPath": "/home/jovyan/work",
         "dynamic": {"storageClass": "ceph-rbd"},
+        # /dev/shm: half of singleuser.mem_limit (8G) in memory, as z2jh mounts one
+        "extraVolumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "4G"}}],
+        "extraVolumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
     }
     assert su["extraTolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -487,13 +490,15 @@ def test_the_other_branches_pass_the_schema_and_the_classes(
     assert su["memory"] == {"limit": "512M", "guarantee": "512M"}, "a request above the limit"
     assert su["networkPolicy"]["egress"] == []
     assert su["storage"]["extraVolumes"] == [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "256M"}},
         {
             "name": "shared-data",
             "persistentVolumeClaim": {"claimName": "lab-datasets", "readOnly": True},
-        }
-    ]
+        },
+    ], "/dev/shm: half of the 512M limit; the shared data beside it"
     assert su["storage"]["extraVolumeMounts"] == [
-        {"name": "shared-data", "mountPath": "/home/jovyan/shared", "readOnly": True}
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "shared-data", "mountPath": "/home/jovyan/shared", "readOnly": True},
     ]
     assert v["hub"]["db"] == {
         "type": "postgres",

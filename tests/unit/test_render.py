@@ -47,6 +47,9 @@ def hub_secrets(
     return path
 
 
+GIB = 2**30
+
+
 def load_hub_config(path: Path) -> Config:
     app = JupyterHub()
     app.load_config_file(str(path))
@@ -140,6 +143,27 @@ def test_lab_specifics(checkout: Checkout, hub_secrets: Path) -> None:
         "PyTorch (CUDA)": f"{registry}:pytorch-{BUILD}",
     }
     assert spawner.image == f"{registry}:base-{BUILD}", "the first choice is the default"
+
+
+@pytest.mark.parametrize(
+    ("name", "groups", "shm"),
+    [
+        ("local", [], 1 * GIB),  # half of singleuser.mem_limit 2G
+        ("lab", ["staff"], 32 * GIB),  # half of the staff profile's 64G
+        ("lab", ["ml-lab"], 16 * GIB),  # half of 32G
+        ("lab", [], 4 * GIB),  # no limit of its own: half of singleuser.mem_limit 8G
+    ],
+)
+def test_dev_shm_is_half_the_memory_limit_that_applies(
+    checkout: Checkout, hub_secrets: Path, name: str, groups: list[str], shm: int
+) -> None:
+    """PyTorch's DataLoader workers pass batches through /dev/shm: each server gets half of
+    the memory limit that applies to it (Docker's 64M is the default otherwise)."""
+    _, config = rendered(checkout, name)
+    user = SimpleNamespace(name="u", groups=[SimpleNamespace(name=g) for g in groups])
+    spawner = HubopsSpawner(config=config, user=user)
+    spawner.apply_profile()
+    assert spawner.extra_host_config["shm_size"] == shm
 
 
 def test_plan_holds_the_containers_the_deploy_starts(checkout: Checkout) -> None:

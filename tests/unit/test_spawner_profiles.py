@@ -159,3 +159,24 @@ def test_servers_are_not_auto_removed_so_they_survive_a_dockerd_restart() -> Non
     s = spawner("a", policy="none")
     s._set_gpu_request([])
     assert s.extra_host_config["auto_remove"] is False
+
+
+def test_a_profile_s_limits_and_dev_shm_apply_to_the_server() -> None:
+    """staff's profile: its memory and CPU limits, and its /dev/shm in bytes (the hub's config
+    carries it worked out); a profile without one keeps the spawner's default."""
+    s = HubopsSpawner(
+        user=SimpleNamespace(name="a", groups=[SimpleNamespace(name="staff")]),
+        profiles=[{**PROFILES[0], "shm_size": 32 * 2**30}, *PROFILES[1:]],
+        extra_host_config={"shm_size": 2**30, "pids_limit": 4096},
+    )
+    s.apply_profile()
+    assert s.mem_limit == 64 * 2**30
+    assert s.cpu_limit == 16
+    assert s.extra_host_config == {"shm_size": 32 * 2**30, "pids_limit": 4096}
+    other = HubopsSpawner(
+        user=SimpleNamespace(name="b", groups=[]),
+        profiles=PROFILES,
+        extra_host_config={"shm_size": 2**30},
+    )
+    other.apply_profile()
+    assert other.extra_host_config == {"shm_size": 2**30}, "no size of its own: the default"

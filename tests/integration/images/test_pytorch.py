@@ -12,12 +12,14 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
 import testinfra
 
 from hubops.config import environments
+from hubops.config.settings import mem_bytes
 from hubops.images.build import BuiltImage, build
 from hubops.images.table import VERSIONS
 from tests.support.checkout import REPO_ROOT, Checkout
@@ -111,3 +113,55 @@ def test_torch_is_byte_compiled_for_the_non_root_user(container: testinfra.host.
         'print(os.path.exists(importlib.util.cache_from_source(torch.__file__)))"'
     )
     assert missing == "True", "torch/__init__.py has no .pyc"
+
+
+# Four samples of 80 MiB, two DataLoader workers: each batch goes from a worker to the loader
+# through /dev/shm, and two workers keep up to four batches there at once (prefetch 2).
+DATALOADER = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class Big(Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        return torch.full((20 * 2**20,), float(i))  # 80 MiB of float32: more than 64 MiB
+
+loader = DataLoader(Big(), batch_size=1, num_workers=2)
+print("sum", sum(float(batch[0, 0]) for batch in loader), flush=True)
+"""
+
+
+def _train(docker_client: docker.DockerClient, image: str, **limits: object) -> tuple[int, str]:
+    c = docker_client.containers.run(
+        image,
+        ["python3", "-c", DATALOADER],
+        detach=True,
+        network_mode="none",
+        mem_limit="2g",  # the local environment's singleuser.mem_limit
+        labels={"org.hubops.role": "test"},
+        **limits,
+    )
+    try:
+        code = int(c.wait(timeout=300)["StatusCode"])
+        return code, c.logs().decode(errors="replace")
+    finally:
+        c.remove(force=True)
+
+
+def test_a_dataloader_with_workers_trains_with_the_dev_shm_hubops_gives(
+    docker_client: docker.DockerClient, pytorch: BuiltImage, tmp_path: Path
+) -> None:
+    """PyTorch's DataLoader with num_workers=2 and batches of 80 MiB (CPU tensors) in the
+    pytorch image: with the /dev/shm that hubops gives a server of the local environment (half
+    of its 2G limit) it runs; with Docker's default 64M it dies, as users saw it."""
+    shutil.copytree(REPO_ROOT / "config" / "environments", tmp_path / "config" / "environments")
+    settings = environments.load(tmp_path, "local").settings
+    shm = mem_bytes(settings.singleuser.shm_size_for(None))
+    assert shm == 2**30, "local: half of singleuser.mem_limit 2G"
+    code, log = _train(docker_client, pytorch.pinned, shm_size=shm)
+    assert code == 0, f"the DataLoader failed with /dev/shm at {shm} bytes: {log[-1500:]}"
+    assert "sum 6.0" in log, log[-500:]
+    code, log = _train(docker_client, pytorch.pinned)  # Docker's default /dev/shm
+    assert code != 0, "with Docker's 64M /dev/shm the workers' batches do not fit"
+    assert "shared memory" in log or "Bus error" in log or "No space left" in log, log[-1500:]

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from hubops.config.settings import mem_bytes
 from hubops.plan.model import HUB_CAPS, HUB_PIDS_LIMIT, PROXY_CAPS, PROXY_PIDS_LIMIT, USER_CAPS
 from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
@@ -37,6 +38,11 @@ def test_user_servers_are_hardened(target: Target, alice: LoggedIn) -> None:
     assert caps(hc["CapDrop"]) == {"ALL"}, hc["CapDrop"]
     assert caps(hc["CapAdd"]) == set(USER_CAPS), hc["CapAdd"]
     assert hc["PidsLimit"] == target.env.settings.singleuser.pids_limit, hc["PidsLimit"]
+    su = target.env.settings.singleuser
+    if not su.profiles:  # the suites' own deployment: half of its memory limit
+        assert hc["ShmSize"] == mem_bytes(su.shm_size_for(None)), hc["ShmSize"]
+    size = target.in_container(alice.container, "df -B1 --output=size /dev/shm | tail -n 1")
+    assert int(size.stdout.split()[0]) == hc["ShmSize"], "the server sees that /dev/shm"
     # and as the kernel sees the server's first process
     assert status_field(target, alice.container, "NoNewPrivs") == "1"
     assert int(status_field(target, alice.container, "CapEff"), 16) == 0
