@@ -20,17 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hubops_hub.labels import LABEL_CUDA
 
-from hubops.config import environments
 from hubops.config.settings import Environment
 from hubops.deploy import firewall
 from hubops.ops.doctor import NVML_ERROR, Check, run_checks
 from hubops.plan.model import Plan
-from hubops.plan.render import render
 from tests.support.checkout import Checkout
+from tests.support.planned import planned
 from tests.support.scripted_host import Answer, ScriptedHost, container
 from tests.support.tls import self_signed
-
-REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 
 # what real hosts print, for the commands doctor sends
 ENGINE = "26.1.3 1.45\nrunc true\n"  # docker version (Version, API) && docker info (runtime, LR)
@@ -84,10 +81,9 @@ CHANGES = re.compile(
 
 def load(checkout: Checkout, name: str = "local") -> tuple[Environment, Plan]:
     """The settings and the rendered plan of ``name`` (local.yaml with LOCAL_ENVS[name])."""
-    if name != "local":
-        checkout.write_env(name, "extends: local.yaml\n" + LOCAL_ENVS[name])
-    env = environments.load(checkout.root, name)
-    return env.settings, render(checkout.root, env, REVS).plan
+    text = None if name == "local" else "extends: local.yaml\n" + LOCAL_ENVS[name]
+    plan, settings = planned(checkout, name, text)
+    return settings, plan
 
 
 def df_line(available_kb: int) -> str:

@@ -14,19 +14,16 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hubops.config import environments
 from hubops.config.settings import Environment
 from hubops.deploy.steps import Step
 from hubops.deploy.swap import Swap
 from hubops.errors import BackupError, HubopsError, LockError
 from hubops.ops.restore import reload_certificate, restore_backup
 from hubops.plan.model import Plan
-from hubops.plan.render import render
 from tests.support.checkout import Checkout
+from tests.support.planned import planned
 from tests.support.scripted_host import ScriptedHost, container
 from tests.support.tls import self_signed
-
-REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 
 CERT = "/etc/jupyterhub/tls/fullchain.pem"
 KEY = "/etc/jupyterhub/tls/privkey.pem"
@@ -52,21 +49,14 @@ CHANGES = (
 )
 
 
-def loaded(checkout: Checkout, name: str, text: str | None = None) -> tuple[Plan, Environment]:
-    if text is not None:
-        checkout.write_env(name, text)
-    env = environments.load(checkout.root, name)
-    return render(checkout.root, env, REVS).plan, env.settings
-
-
 @pytest.fixture
 def local(checkout: Checkout) -> tuple[Plan, Environment]:
-    return loaded(checkout, "local")
+    return planned(checkout, "local")
 
 
 @pytest.fixture
 def tls_env(checkout: Checkout) -> tuple[Plan, Environment]:
-    return loaded(checkout, "tlshub", TLS_ENV)
+    return planned(checkout, "tlshub", TLS_ENV)
 
 
 def certificate() -> tuple[str, str, str]:

@@ -10,16 +10,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hubops.config import environments
 from hubops.config.settings import Environment
 from hubops.errors import HubopsError
 from hubops.ops.status import Server, logs_command, read_status
 from hubops.plan.model import Plan
-from hubops.plan.render import render
 from tests.support.checkout import Checkout
+from tests.support.planned import planned
 from tests.support.scripted_host import ScriptedHost, container
-
-REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
 
 ENV_LABEL = "org.hubops.environment"
 ROLE_LABEL = "org.hubops.role"
@@ -45,18 +42,9 @@ ALICE_STARTED = datetime(2024, 5, 2, 9, 0, tzinfo=timezone.utc)
 BOB_STARTED = datetime(2024, 5, 2, 11, 30, tzinfo=timezone.utc)
 
 
-def loaded(checkout: Checkout, name: str, text: str | None = None) -> tuple[Plan, Environment]:
-    """The rendered plan and the settings of environment ``name`` (written first from
-    ``text``)."""
-    if text is not None:
-        checkout.write_env(name, text)
-    env = environments.load(checkout.root, name)
-    return render(checkout.root, env, REVS).plan, env.settings
-
-
 @pytest.fixture
 def local(checkout: Checkout) -> tuple[Plan, Environment]:
-    return loaded(checkout, "local")
+    return planned(checkout, "local")
 
 
 def assert_read_only(host: ScriptedHost) -> None:
@@ -299,7 +287,7 @@ def test_a_non_root_deploy_user_lists_backups_through_a_helper_container(
 def test_swarm_servers_are_read_from_the_services(checkout: Checkout) -> None:
     """cluster swarm: user servers are services; their user, server, GPUs and start come from
     the service spec's labels."""
-    plan, settings = loaded(
+    plan, settings = planned(
         checkout, "sw", "extends: local.yaml\ncluster: swarm\nnetwork:\n  isolation: false\n"
     )
     host = root_host()
@@ -348,7 +336,7 @@ def test_swarm_servers_are_read_from_the_services(checkout: Checkout) -> None:
 def test_the_health_probe_asks_under_the_public_url_path(checkout: Checkout) -> None:
     """A hub served under a path (public_url http://host/jupyter) has its health endpoint at
     /jupyter/hub/health; the status probe must ask there."""
-    plan, settings = loaded(
+    plan, settings = planned(
         checkout, "pre", "extends: local.yaml\npublic_url: http://127.0.0.1:8000/jupyter\n"
     )
     host = root_host()
@@ -394,7 +382,7 @@ def test_logs_command_of_the_hub_the_proxy_and_a_user(
 def test_logs_of_a_user_on_a_swarm_are_the_service_logs(checkout: Checkout) -> None:
     """cluster swarm: a user's server is a service, so its logs come from docker service
     logs; the hub's are still its container's."""
-    plan, settings = loaded(
+    plan, settings = planned(
         checkout, "sw", "extends: local.yaml\ncluster: swarm\nnetwork:\n  isolation: false\n"
     )
     assert (
