@@ -110,8 +110,7 @@ def pre_spawn_hook(
     """A Spawner.pre_spawn_hook that makes the user's directory before the container starts.
 
     With ``per_user_start`` (singleuser.host_uids: per-user) the server runs as the user's own
-    uid and private group, with HOME in their directory (the image's /home/jovyan belongs to
-    the shared uid)."""
+    uid and private group. HOME is their directory in both modes (the hub's config sets it)."""
 
     def hook(spawner: Any) -> None:
         name = spawner.user.name
@@ -124,7 +123,6 @@ def pre_spawn_hook(
             **(spawner.extra_create_kwargs or {}),
             "user": f"{own}:{own}",
         }
-        spawner.environment = {**spawner.environment, "HOME": spawner.notebook_dir}
         spawner.log.info("user directory for %s: %s (uid %s)", name, path, own)
 
     return hook

@@ -97,6 +97,9 @@ def hub_config(
         "prefix": n["user_prefix"],
         "remove": True,
         "notebook_dir": su.notebook_dir,
+        # the user's directory is their home, in both host_uids modes: dotfiles, settings,
+        # registered kernels and pip's user installs persist with their files
+        "environment": {"HOME": su.notebook_dir},
         "volumes": user_volumes(settings),
         "mem_limit": su.mem_limit,
         "cpu_limit": su.cpu_limit,

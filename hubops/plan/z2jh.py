@@ -138,6 +138,11 @@ def values(settings: Environment, revs: Mapping[str, str]) -> dict[str, Any]:
         "uid": su.uid,
         "fsGid": su.gid,
         "startTimeout": su.start_timeout,
+        # the image's own start command, as with cluster docker (hubops' images start the
+        # server without the user's own packages; the chart's default names
+        # jupyterhub-singleuser), and the user's volume as their home
+        "cmd": None,
+        "extraEnv": {"HOME": su.notebook_dir},
         "storage": storage,
         "networkPolicy": network_policy(settings.network),
         "memory": _memory(su.mem_limit),
