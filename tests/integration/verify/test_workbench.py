@@ -89,16 +89,17 @@ def test_the_terminal_is_a_login_shell_with_the_kernels_python(
 
 def install_both(user: LoggedIn) -> None:
     """pip in the terminal and %pip in a notebook, as the user: no root, and no index (the
-    wheels are uploaded through JupyterLab, as a user uploads a file)."""
+    wheels are uploaded through JupyterLab, as a user uploads a file). --force-reinstall: an
+    earlier test of this module may have installed them already."""
     for name, data in (PROBE, NOTEBOOK_PROBE):
         upload(user.client, USER, name, data)
     with terminal(user.client, USER) as term:
-        out = term.run(f"pip install --no-index ./{PROBE[0]}")
+        out = term.run(f"pip install --no-index --force-reinstall ./{PROBE[0]}")
     assert "Successfully installed hubops-probe-1.0" in out, out
     assert "Permission denied" not in out, out
     assert "ERROR" not in out, out
     with kernel(user.client, USER) as k:
-        result = k.execute(f"%pip install --no-index ./{NOTEBOOK_PROBE[0]}")
+        result = k.execute(f"%pip install --no-index --force-reinstall ./{NOTEBOOK_PROBE[0]}")
     assert "Successfully installed hubops-notebook-probe-2.0" in result.stdout, result
 
 
