@@ -10,6 +10,19 @@ c.LabApp.news_url = None
 # Start-up time and memory are per user, so server extensions that do nothing here stay off:
 # jupyter_lsp needs language servers (none are installed) and notebook_shim serves classic
 # notebook extensions (none are installed). Users add them back in ~/.jupyter if they do.
-c.ServerApp.jpserver_extensions = {"jupyter_lsp": False, "notebook_shim": False}
+c.ServerApp.jpserver_extensions = {
+    "jupyter_lsp": False,
+    "notebook_shim": False,
+    # the user's GPUs and OOM kills for the status bar (singleuser/hubops_usage)
+    "hubops_usage": True,
+}
 # The extension manager lists what the image holds; it does not search PyPI from the lab.
 c.LabApp.extension_manager = "readonly"
+
+# jupyter-resource-usage: the server's memory (its processes: kernels, terminals) against the
+# container's limit (MEM_LIMIT), and CPU against CPU_LIMIT, in the status bar. Its Prometheus
+# gauges would walk the process tree every second in every idle server: off. The host's own
+# figures are not the user's: off.
+c.ResourceUseDisplay.track_cpu_percent = True
+c.ResourceUseDisplay.enable_prometheus_metrics = False
+c.ResourceUseDisplay.show_host_usage = False

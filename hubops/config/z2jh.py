@@ -221,8 +221,9 @@ TABLE: tuple[Row, ...] = (
     ),
     Row(
         "singleuser.notebook_dir",
-        "singleuser.storage.homeMountPath; hub.config.KubeSpawner.notebook_dir",
-        "the user's volume is mounted there",
+        "singleuser.storage.homeMountPath; singleuser.extraEnv.HOME; "
+        "hub.config.KubeSpawner.notebook_dir",
+        "the user's volume is mounted there and is their HOME (dotfiles, pip --user installs)",
     ),
     Row(
         "singleuser.shared_data_mount",

@@ -24,6 +24,9 @@ VERSIONS: Mapping[str, str] = {
     # the driver must support CUDA 13 (580 or newer); doctor compares it with this label
     "TORCH_VERSION": "2.15.0",
     "TORCH_CUDA": "13.2",
+    # the torchvision release built against TORCH_VERSION (its wheel requires torch==2.15.0;
+    # a mismatch fails the build: torchvision's operators do not load)
+    "TORCHVISION_VERSION": "0.29.2",
 }
 
 # Files every build context gets besides its own directory (shared build scripts).
@@ -111,8 +114,8 @@ IMAGES: tuple[ImageSpec, ...] = (
                 target="pytorch",
                 parent="base",
                 cuda=VERSIONS["TORCH_CUDA"],
-                args=("TORCH_VERSION", "TORCH_CUDA"),
-                description="base + PyTorch with its wheels' CUDA user-space",
+                args=("TORCH_VERSION", "TORCHVISION_VERSION", "TORCH_CUDA"),
+                description="base + PyTorch and torchvision with their wheels' CUDA user-space",
             ),
         ),
     ),

@@ -36,6 +36,7 @@ from hubops.plan.model import (
     NO_NEW_PRIVILEGES,
     OAUTH_CA_FILE,
     PROXY_API_PORT,
+    PROXY_CLASS,
     SPAWNER_CLASS,
     SWARM_SPAWNER_CLASS,
     USER_CAPS,
@@ -64,6 +65,7 @@ def hub_config(
         "cleanup_proxy": False,
         "concurrent_spawn_limit": settings.hub.concurrent_spawn_limit,
         "spawner_class": SWARM_SPAWNER_CLASS if settings.cluster == "swarm" else SPAWNER_CLASS,
+        "proxy_class": PROXY_CLASS,
     }
     traits: dict[str, dict[str, Any]] = {"JupyterHub": hub}
     secret_traits: dict[str, dict[str, str]] = {

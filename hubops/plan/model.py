@@ -50,6 +50,7 @@ HUB_PIDS_LIMIT = 1024
 
 SPAWNER_CLASS = "hubops_hub.spawner.HubopsSpawner"
 SWARM_SPAWNER_CLASS = "hubops_hub.spawner.HubopsSwarmSpawner"
+PROXY_CLASS = "hubops_hub.proxy.HubopsProxy"  # the proxy's traffic is not activity
 AUTH_MODULE = "hubops_hub.auth"
 AUTH_CLASSES = {  # auth.type -> class in AUTH_MODULE (its section in the config)
     "gitlab": "HubopsGitLabOAuthenticator",

@@ -133,17 +133,24 @@ class HubClient:
         )
         return response.status_code
 
-    def contents(self, username: str, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """The Jupyter contents API of the user's server."""
+    def server(
+        self, username: str, method: str, path: str, timeout: float = 60, **kwargs: Any
+    ) -> requests.Response:
+        """A request to the user's server (``path`` under /user/<name>/), as JupyterLab makes
+        it: the login's cookies and the server's own XSRF token."""
         xsrf = self._cookie("_xsrf", f"/user/{username}") or self._xsrf()
         return self.session.request(
             method,
-            self.url(f"/user/{username}/api/contents/{path.lstrip('/')}"),
+            self.url(f"/user/{username}/{path.lstrip('/')}"),
             headers={"X-XSRFToken": str(xsrf)},
             verify=self.verify,
-            timeout=30,
+            timeout=timeout,
             **kwargs,
         )
+
+    def contents(self, username: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The Jupyter contents API of the user's server."""
+        return self.server(username, method, f"api/contents/{path.lstrip('/')}", 30, **kwargs)
 
 
 class _Form(HTMLParser):

@@ -3,6 +3,7 @@ through the hub's proxy, with the cookies of the user's login (tests.support.hub
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import ssl
@@ -47,16 +48,8 @@ def _connect(client: HubClient, username: str, path: str) -> websocket.WebSocket
 
 
 def _api(client: HubClient, username: str, method: str, path: str, **kwargs: Any) -> Any:
-    """A call to the user's server's REST API (XSRF header from the server's own cookie)."""
-    xsrf = client._cookie("_xsrf", f"/user/{username}") or client._xsrf()
-    response = client.session.request(
-        method,
-        client.url(f"/user/{username}/api/{path.lstrip('/')}"),
-        headers={"X-XSRFToken": str(xsrf)},
-        verify=client.verify,
-        timeout=60,
-        **kwargs,
-    )
+    """A call to the user's server's REST API; its JSON answer."""
+    response = client.server(username, method, f"api/{path.lstrip('/')}", **kwargs)
     assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
     return response.json() if response.content else None
 
@@ -115,13 +108,7 @@ def terminal(client: HubClient, username: str) -> Iterator[Terminal]:
     finally:
         ws.close()
         # the shell has exited, or the terminal goes now
-        client.session.request(
-            "DELETE",
-            client.url(f"/user/{username}/api/terminals/{name}"),
-            headers={"X-XSRFToken": str(client._cookie("_xsrf", f"/user/{username}") or "")},
-            verify=client.verify,
-            timeout=30,
-        )
+        client.server(username, "DELETE", f"api/terminals/{name}", 30)
 
 
 @dataclass
@@ -197,7 +184,6 @@ def kernel(client: HubClient, username: str, name: str = "python3") -> Iterator[
 
 def upload(client: HubClient, username: str, path: str, data: bytes) -> None:
     """Put a file in the user's directory through the contents API, as JupyterLab's upload."""
-    import base64
 
     _api(
         client,
@@ -206,3 +192,12 @@ def upload(client: HubClient, username: str, path: str, data: bytes) -> None:
         f"contents/{path.lstrip('/')}",
         json={"type": "file", "format": "base64", "content": base64.b64encode(data).decode()},
     )
+
+
+def hit_the_memory_limit(client: HubClient, username: str, limit_bytes: int) -> None:
+    """Allocate 512 MiB past the server's memory limit in a terminal, as a runaway kernel
+    does; the kernel's OOM killer stops that process (exit status 137)."""
+    mib = limit_bytes // 2**20 + 512
+    with terminal(client, username) as term:
+        out = term.run(f"python3 -c \"b = b'x' * ({mib} * 2**20)\"; echo RC=$?")
+    assert "RC=137" in out, f"allocating past the limit was not killed: {out}"

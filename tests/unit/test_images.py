@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tarfile
@@ -73,6 +74,36 @@ def test_jupyterhub_is_pinned_once_for_hub_and_singleuser() -> None:
         requirements = (context / "requirements.txt").read_text().lower()
         pinned = [line for line in requirements.splitlines() if line.startswith("jupyterhub=")]
         assert pinned == [], f"{name}/requirements.txt pins JupyterHub a second time: {pinned}"
+
+
+def test_no_version_is_written_in_two_places() -> None:
+    """Build arguments' versions live in VERSIONS, Python packages' in the images'
+    requirements files: a package is pinned once, and no Dockerfile pins a literal version."""
+    from_args = {
+        key.removesuffix("_VERSION").lower(): "VERSIONS"
+        for key in VERSIONS
+        if key.endswith("_VERSION")
+    }
+    seen: dict[str, str] = dict(from_args)
+    for image in IMAGES:
+        context = REPO_ROOT / image.context
+        dockerfile = (context / "Dockerfile").read_text()
+        literal = re.findall(r"[A-Za-z0-9_.-]+==[0-9][^\s\"']*", dockerfile)
+        assert literal == [], (
+            f"{image.context}/Dockerfile pins {literal}: pin in VERSIONS or requirements"
+        )
+        for req in sorted(context.glob("requirements*.txt")):
+            for line in req.read_text().splitlines():
+                name = (
+                    re.split(r"[=<>~! \[]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+                )
+                if not name or name.startswith("#") or "==" not in line:
+                    continue
+                where = f"{image.context}/{req.name}"
+                assert name not in seen, f"{name} is pinned in {seen[name]} and in {where}"
+                seen[name] = where
+    assert {"numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "ipywidgets"} <= set(seen)
+    assert {"torch", "torchvision"} <= set(from_args)
 
 
 def _members(image: str, ca: bytes) -> dict[str, bytes]:

@@ -421,6 +421,9 @@ def test_tls_storage_network_and_tolerations(checkout: Checkout) -> None:
         "extraVolumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "4G"}}],
         "extraVolumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
     }
+    # the volume is the user's whole home, and the image's own CMD starts the server
+    assert su["extraEnv"]["HOME"] == su["storage"]["homeMountPath"]
+    assert su["cmd"] is None
     assert su["extraTolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hubops_hub.proxy import HubopsProxy
 from hubops_hub.spawner import HubopsSpawner
 from jupyterhub.app import JupyterHub
 from traitlets.config import Config
@@ -98,6 +99,7 @@ def test_key_traits_follow_the_environment(
     assert config.JupyterHub.cleanup_servers is False, "user servers must survive the hub"
     assert config.ConfigurableHTTPProxy.should_start is False, "the proxy is its own container"
     assert hub.spawner_class is HubopsSpawner, f"spawner: {hub.spawner_class}"
+    assert hub.proxy_class is HubopsProxy, "the proxy's traffic is not the users' activity"
 
     auth = hub.authenticator_class(parent=hub)
     assert sorted(auth.admins) == sorted(s.auth.admin_users)
@@ -115,6 +117,9 @@ def test_key_traits_follow_the_environment(
     assert spawner.notebook_dir == s.singleuser.notebook_dir
     host_dir = f"{s.paths.user_data_dir}/jupyterhub-user-a-2eb"
     assert spawner.volume_binds == {host_dir: {"bind": s.singleuser.notebook_dir, "mode": "rw"}}
+    # the user's directory is their whole home (dotfiles, settings, pip --user), in both
+    # host_uids modes
+    assert spawner.environment["HOME"] == s.singleuser.notebook_dir
     assert spawner.network_name == f"hubops-{name}"
     assert spawner.policy.name == s.gpu.policy
     assert spawner.policy.pool == tuple(s.gpu.pool), "the pool reaches the spawner as strings"

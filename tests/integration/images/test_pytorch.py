@@ -106,7 +106,7 @@ def test_the_cuda_user_space_is_shipped_once(container: testinfra.host.Host) -> 
 
 
 def test_torch_is_byte_compiled_for_the_non_root_user(container: testinfra.host.Host) -> None:
-    """Users cannot write to /opt/venv: without .pyc files every import compiles again."""
+    """Users cannot write to /usr/local: without .pyc files every import compiles again."""
     assert container.user().uid == 1000
     missing = container.check_output(
         'python3 -c "import importlib.util, sys, torch, os; '

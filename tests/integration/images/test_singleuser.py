@@ -117,3 +117,50 @@ def test_a_user_server_loads_no_orm(image: BuiltImage, run_container: Runner) ->
         'print(s.orm.User.__name__, s.sa.__name__, callable(s.roles.get_roles_for))"'
     )
     assert hub_side == "User sqlalchemy True"
+
+
+def test_the_scientific_layer_works(image: BuiltImage, run_container: Runner) -> None:
+    """What a researcher imports first, with a plot saved and a model fitted: every variant has
+    it (docs/images.md)."""
+    host = run_container(image.pinned)
+    script = (
+        "import numpy as np, scipy.stats, pandas as pd, ipywidgets, matplotlib; "
+        "matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
+        "from sklearn.linear_model import LinearRegression; "
+        "x = np.arange(10.0); df = pd.DataFrame({'x': x, 'y': 2 * x + 1}); "
+        "m = LinearRegression().fit(df[['x']], df['y']); "
+        "plt.plot(df.x, df.y); plt.savefig('/tmp/p.png'); "
+        "print(round(float(m.coef_[0]), 3), round(float(scipy.stats.pearsonr(x, df.y)[0]), 3))"
+    )
+    assert host.check_output(f'python3 -c "{script}"') == "2.0 1.0"
+    assert host.file("/tmp/p.png").size > 1000, "matplotlib wrote no plot"
+
+
+def test_a_login_shell_finds_the_images_python(image: BuiltImage, run_container: Runner) -> None:
+    """`docker exec -it <server> bash -l` and JupyterLab's terminal run a login shell, whose
+    /etc/profile resets PATH: python, pip and jupyter are still the image's."""
+    host = run_container(image.pinned)
+    found = host.check_output("bash -lc 'command -v python python3 pip jupyter'").split()
+    assert len(found) == 4, f"a login shell finds {found}"
+    same = host.check_output(
+        'bash -lc \'python -c "import sys; print(sys.executable)"; '
+        'pip --version | grep -o "python [0-9.]*"\''
+    )
+    assert "/usr/bin/python" in same, same
+    assert "python 3." in same, same
+    path = host.check_output("bash -lc 'echo $PATH'")
+    assert f"{host.check_output('echo $HOME')}/.local/bin" in path, path
+
+
+def test_a_login_shell_names_packages_left_by_another_python(
+    image: BuiltImage, run_container: Runner
+) -> None:
+    """After an image upgrade that moves Python's minor version, the user's packages for the
+    old one are not seen: the shell says so, once, in plain words; not otherwise."""
+    host = run_container(image.pinned)
+    quiet = host.check_output("bash -lc true 2>&1")
+    assert quiet == "", f"a login shell prints {quiet!r} with nothing to say"
+    host.check_output("mkdir -p ~/.local/lib/python3.1/site-packages/oldpkg")
+    said = host.check_output("bash -lc true 2>&1")
+    assert "python3.1" in said, said
+    assert "pip install" in said, said

@@ -73,6 +73,8 @@ def test_a_gitlab_user_logs_in_and_gets_a_server_as_a_swarm_service(
     _, container = _task_container(d, "carol")
     env = container.exec_run(["sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES"]).output.decode()
     assert env.strip() == "void", "a server without a GPU sees none"
+    home = container.exec_run(["sh", "-c", "echo $HOME"]).output.decode().strip()
+    assert home == "/home/jovyan/work", f"HOME on a swarm is {home}, not the user's volume"
     # her files: written through JupyterLab, on the host under paths.user_data_dir
     put = carol.contents(
         "carol", "PUT", "on-swarm.txt", json={"type": "file", "format": "text", "content": "x"}

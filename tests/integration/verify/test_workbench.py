@@ -6,18 +6,21 @@ back the one package that breaks things).
 What a user expects: the terminal's python, pip and jupyter are the kernel's; `pip install`
 and `%pip install` work without root and stay; the whole home (dotfiles, JupyterLab's settings,
 registered kernels, shell history) stays; a package of their own that breaks jupyter_server
-does not stop JupyterLab from starting.
+does not stop JupyterLab from starting; the status bar's figures are theirs (its rendering is
+test_browser's), and its polls do not keep an idle server alive.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
+from typing import Any
 
 import pytest
 
-from tests.support.jupyter import kernel, terminal, upload
+from tests.support.jupyter import hit_the_memory_limit, kernel, terminal, upload
 from tests.support.verify import LoggedIn, Target
 from tests.support.wheels import wheel
 
@@ -138,14 +141,7 @@ def test_the_whole_home_stays_and_runtime_files_and_caches_do_not(
         )
         assert values(out).get("DONE") == "yes", out
     settings = "lab/api/settings/@jupyterlab/apputils-extension:themes"
-    xsrf = user.client._cookie("_xsrf", f"/user/{USER}") or ""
-    put = user.client.session.put(
-        user.client.url(f"/user/{USER}/{settings}"),
-        json={"raw": '{"theme": "JupyterLab Dark"}'},
-        headers={"X-XSRFToken": xsrf},
-        verify=user.client.verify,
-        timeout=30,
-    )
+    put = user.client.server(USER, "PUT", settings, json={"raw": '{"theme": "JupyterLab Dark"}'})
     assert put.status_code == 204, f"saving a JupyterLab setting: {put.status_code} {put.text}"
     restart(user)
     with terminal(user.client, USER) as term:
@@ -159,9 +155,7 @@ def test_the_whole_home_stays_and_runtime_files_and_caches_do_not(
     assert out.get("NAME") == "Bob Lab", f"~/.gitconfig is gone: {out}"
     assert out.get("SSH") == "Host cluster", f"~/.ssh/config is gone: {out}"
     assert out.get("HISTORY") == "yes", f"the shell history is gone: {out}"
-    theme = user.client.session.get(
-        user.client.url(f"/user/{USER}/{settings}"), verify=user.client.verify, timeout=30
-    )
+    theme = user.client.server(USER, "GET", settings)
     assert "JupyterLab Dark" in theme.json().get("raw", ""), "JupyterLab's settings are gone"
     with kernel(user.client, USER, "thesis") as k:
         prefix = k.execute("import sys; print(sys.prefix)").stdout.strip()
@@ -225,3 +219,51 @@ def test_a_rebuilt_image_keeps_the_users_packages_and_home(target: Target, user:
         target.configure(singleuser__image="base")
         user.client.start_server(USER)
         subprocess.run(["docker", "rmi", rebuilt], capture_output=True, check=False)
+
+
+def usage(user: LoggedIn) -> dict[str, Any]:
+    """What the status bar's GPU item polls, as it polls it."""
+    response = user.client.server(USER, "GET", "api/hubops/usage?no_track_activity=1")
+    assert response.status_code == 200, f"api/hubops/usage: {response.status_code} {response.text}"
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def test_the_usage_is_the_users_own_gpus_limit_and_oom_kills(
+    target: Target, user: LoggedIn
+) -> None:
+    """The GPUs the user's container was given (what nvidia-smi lists inside it), the memory
+    limit the spawner set, and a process killed at that limit counted once."""
+    container = target.user_container(USER)
+    env = dict(e.split("=", 1) for e in target.inspect(container)["Config"]["Env"])
+    seen = usage(user)
+    listed = target.in_container(container, "nvidia-smi -L").stdout
+    assert [g["index"] for g in seen["gpus"]] == re.findall(r"^GPU (\d+):", listed, re.M), seen
+    assert seen["gpus"], "the verify environment gives bob GPUs"
+    if target.simulated:
+        assert {g["name"] for g in seen["gpus"]} == {"hubops SIMULATED GPU"}, seen
+    assert seen["memory_limit_bytes"] == int(env["MEM_LIMIT"]), seen
+    before = seen["oom_kills"]
+    assert isinstance(before, int), f"no OOM count from the container's cgroup: {seen}"
+    hit_the_memory_limit(user.client, USER, int(env["MEM_LIMIT"]))
+    assert usage(user)["oom_kills"] == before + 1
+
+
+def test_the_status_bars_polls_are_not_activity(user: LoggedIn) -> None:
+    """Both status bar items poll every 5 s: the server's last activity, which it reports to
+    the hub and the idle culler reads, does not move for them; it moves for what the user
+    does."""
+
+    def last_activity() -> str:
+        status = user.client.server(USER, "GET", "api/status").json()  # not activity itself
+        return str(status["last_activity"])
+
+    before = last_activity()
+    for _ in range(3):
+        # as jupyter-resource-usage's item asks (no parameter), and as hubops' item asks
+        assert user.client.server(USER, "GET", "api/metrics/v1").status_code == 200
+        usage(user)
+        time.sleep(0.5)
+    assert last_activity() == before, "the status bar's polling counted as the user's activity"
+    assert user.client.contents(USER, "GET", "").status_code == 200
+    assert last_activity() > before, "opening the file browser is activity"
