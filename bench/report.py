@@ -287,6 +287,18 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
             f"| user servers lost (of {hd['servers_before']}) | {hd['servers_lost']} | "
             f"{pd['servers_lost']} |",
         ]
+    ext = results.get("extensions")
+    if ext:
+        lines += [
+            "",
+            "## Singleuser server extensions (one server, median of starts)",
+            "",
+            "| server | ready after `docker run` | idle memory |",
+            "|---|---|---|",
+        ] + [
+            f"| {label} | {_f(v['ready_s'], ' s', 2)} | {_f(v['idle_mib'], ' MiB')} |"
+            for label, v in ext.items()
+        ]
     files = plots(results, out)
     if files:
         lines += ["", "## Plots", ""] + [f"![{f}]({image_prefix}{f})" for f in files]

@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 
-from bench import measure
+from bench import extensions, measure
 from bench.report import write_report
 from bench.stacks import REPO, HubopsStack, PlainStack, Stack, SwarmStack, wait_healthy
 from hubops.config import environments
@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-images", action="store_true", help="skip the image figures")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold builds only")
     parser.add_argument(
+        "--extensions",
+        action="store_true",
+        help="what each server extension of the singleuser image costs (start, idle memory)",
+    )
+    parser.add_argument(
         "--experiment",
         default="",
         help="config lines appended to hubops' rendered config, to measure a change "
@@ -222,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not args.no_images:
             results["images"] = image_figures(client, args.quick or args.no_cold)
+        if args.extensions:
+            results["extensions"] = extensions.costs(client, "hubops/singleuser:base")
         for name in args.stacks.split(","):
             stack = factories[name](client)
             print(f"== {stack.name}", flush=True)

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.pytorch
 
 CHECK = """
 import ctypes, glob, json, os, sysconfig
-import torch
+import torch, torchvision, numpy
+from torchvision.ops import nms
 site = sysconfig.get_paths()["purelib"]
 found = {}
 for name in ("libcudart.so*", "libcublas.so*", "libcudnn.so*"):
@@ -36,7 +37,11 @@ for name in ("libcudart.so*", "libcublas.so*", "libcudnn.so*"):
                    if not os.path.islink(p))
     found[name] = paths
     ctypes.CDLL(paths[0])
+boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
+kept = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist()  # a torchvision operator
 print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
+                  "torchvision": torchvision.__version__, "nms": kept,
+                  "numpy": numpy.from_dlpack(torch.arange(3)).tolist(),
                   "cudnn": torch.backends.cudnn.version(), "available": torch.cuda.is_available(),
                   "libs": found}))
 """
@@ -87,6 +92,10 @@ def test_torch_imports_and_its_cuda_is_the_labelled_one(
 ) -> None:
     result = json.loads(container.check_output(f"python3 -c '{CHECK}'"))
     assert result["torch"].startswith(VERSIONS["TORCH_VERSION"]), result
+    # torchvision built for this torch: its C++ operators load and run
+    assert result["torchvision"].startswith(VERSIONS["TORCHVISION_VERSION"]), result
+    assert result["nms"] == [0, 2], result
+    assert result["numpy"] == [0, 1, 2], "numpy and torch share memory"
     assert result["cuda"] == pytorch.labels["org.hubops.cuda"] == VERSIONS["TORCH_CUDA"], result
     assert result["cudnn"], "cuDNN loads"
     assert result["available"] is False, "no GPU here: torch says so instead of failing"
