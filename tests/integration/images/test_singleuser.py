@@ -121,7 +121,7 @@ def test_a_user_server_loads_no_orm(image: BuiltImage, run_container: Runner) ->
 
 def test_the_scientific_layer_works(image: BuiltImage, run_container: Runner) -> None:
     """What a researcher imports first, with a plot saved and a model fitted: every variant has
-    it (docs/images.md)."""
+    it (README, Images)."""
     host = run_container(image.pinned)
     script = (
         "import numpy as np, scipy.stats, pandas as pd, ipywidgets, matplotlib; "
