@@ -42,6 +42,7 @@ from hubops_hub.labels import (
     LABEL_STARTED,
     LABEL_USER,
 )
+from hubops_hub.userdirs import USER_DIR_PREFIX, archive_user_dir
 
 STOP_GRACE = 120  # seconds: a culled server's stop, after the cull's journal entry
 
@@ -83,6 +84,13 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         config=True,
         help="GPUs asked for when a request names none; unset: 1 where the user's profile "
         "allows GPUs, else 0.",
+    )
+    user_data_dir = Unicode(
+        "",
+        config=True,
+        help="Where the users' directories are (paths.user_data_dir, mounted at the same path "
+        "in the hub): a deleted user's directory is archived there; empty: nothing archived "
+        "(named volumes).",
     )
 
     # --- who may do what -------------------------------------------------------------------
@@ -310,6 +318,33 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
                 raise GPURequestError(503, str(exc)) from None
             self._set_gpu_request(ids)
             return await super().create_object()
+
+    async def delete_forever(self) -> None:
+        """A user is deleted (admin page or API): JupyterHub has stopped their servers, so
+        their GPUs are back in the pool; their directory is archived, not lost
+        (``<user_data_dir>/.deleted/``, until ``invoke users.purge``). Once per user: at the
+        default server's spawner."""
+        await super().delete_forever()
+        if self.name or not self.user_data_dir:
+            return
+        archived = await asyncio.get_running_loop().run_in_executor(
+            None, archive_user_dir, self.user_data_dir, USER_DIR_PREFIX, self.user.name, time.time()
+        )
+        if archived:
+            self.log.info(
+                "%s was deleted: their directory is archived in %s", self.user.name, archived
+            )
+
+    async def remove_object(self) -> None:
+        """DockerSpawner removes a container of this server's name before it creates one,
+        but without force: one that still runs (a server the hub's DB does not know, after
+        ``invoke db.restore``) answers 409, which DockerSpawner takes for "already removing",
+        and the create then fails on the taken name (HTTP 500 at every login). Stop it first;
+        the user's files are in their directory, which stays, and its GPUs go back to the
+        pool with it."""
+        if self.object_type == "container" and self.object_id:
+            await self.stop_object()
+        await super().remove_object()
 
     def get_env(self) -> dict[str, str]:
         """Besides the hub's variables: a server without a GPU sees none, also on a host whose

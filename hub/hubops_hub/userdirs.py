@@ -11,12 +11,18 @@ which would make ``"\x01" + "0"`` and ``"\x10"`` collide.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import string
+import tarfile
+import time
 from typing import Any
 
 from escapism import escape
 
+USER_DIR_PREFIX = "jupyterhub-user-"  # <user_data_dir>/jupyterhub-user-<escaped name>
 SAFE = set(string.ascii_lowercase + string.digits)
 ESCAPE_CHAR = "-"
 
@@ -126,3 +132,47 @@ def pre_spawn_hook(
         spawner.log.info("user directory for %s: %s (uid %s)", name, path, own)
 
     return hook
+
+
+ARCHIVE_DIR = ".deleted"  # in the user data directory: archives of deleted users' directories
+
+
+def archive_name(prefix: str, name: str, when: float) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    return f"{prefix}{escape_username(name)}-{stamp}.tar.gz"
+
+
+def archive_user_dir(root: str, prefix: str, name: str, when: float) -> str | None:
+    """Archive a deleted user's directory as ``<root>/.deleted/<dir>-<UTC time>.tar.gz``
+    (owners and modes kept, root-only), then remove the directory; the archive's path, or None
+    when the user had no directory. The archive is complete before anything is removed: a
+    failure leaves the directory as it was (and no partial archive)."""
+    path = user_dir(root, prefix, name)
+    if not os.path.isdir(path):
+        return None
+    folder = os.path.join(root, ARCHIVE_DIR)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    target = os.path.join(folder, archive_name(prefix, name, when))
+    partial = target + ".partial"
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(path, arcname=os.path.basename(path))
+        os.chmod(partial, 0o600)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    shutil.rmtree(path)
+    return target
+
+
+def archives(root: str, prefix: str, name: str) -> list[str]:
+    """The archives of ``name``'s directory, oldest first."""
+    folder = os.path.join(root, ARCHIVE_DIR)
+    pattern = re.compile(re.escape(prefix + escape_username(name)) + r"-\d{8}T\d{6}Z\.tar\.gz")
+    try:
+        found = sorted(f for f in os.listdir(folder) if pattern.fullmatch(f))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(folder, f) for f in found]

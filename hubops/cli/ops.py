@@ -26,6 +26,7 @@ from hubops.ops.migrate import Side, migrate
 from hubops.ops.prepare import prepare
 from hubops.ops.restore import reload_certificate, restore_backup
 from hubops.ops.status import logs_command, read_status
+from hubops.ops.users import purge
 from hubops.plan.render import Rendered
 
 
@@ -273,6 +274,41 @@ def db_restore(c: Context, env: str | None = None, backup: str | None = None) ->
             progress=lambda _step, m: console.print(f"[bold]restore[/] {m}"),
         )
     echo(f"restored backup {backup} (the state before is backup {safety}); hub restarted")
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "user": "The deleted user whose archived directory goes for good.",
+        "yes": "Do not ask (for scripts).",
+    }
+)
+def users_purge(c: Context, env: str | None = None, user: str = "", yes: bool = False) -> None:
+    """Delete for good the archives of a deleted user's directory (the hub archives it in
+    <user_data_dir>/.deleted/ when the user is deleted)."""
+    if not user:
+        raise HubopsError("--user is required: the deleted user whose archives go")
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False)
+    loaded = environments.load(root, name)
+
+    def confirm(found: list[str]) -> bool:
+        for path in found:
+            echo(f"  {path}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise HubopsError(
+                f"users.purge deletes {len(found)} archive(s) of {user} for good: "
+                "confirm at a terminal, or pass --yes"
+            )
+        answer = input(f"delete {len(found)} archive(s) of {user} for good? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    with open_host(root, loaded) as host:
+        gone = purge(_files(host, rendered), loaded.settings, user, confirm)
+    echo(f"deleted {len(gone)} archive(s) of {user}" if gone else "nothing deleted")
 
 
 def _files(host: Host, rendered: Rendered) -> Host:

@@ -37,6 +37,8 @@ from hubops.plan.model import (
     OAUTH_CA_FILE,
     PROXY_API_PORT,
     PROXY_CLASS,
+    REAPER,
+    REAPER_SCOPES,
     SPAWNER_CLASS,
     SWARM_SPAWNER_CLASS,
     USER_CAPS,
@@ -157,6 +159,14 @@ def hub_config(
                 ],
             }
         )
+    if settings.cluster != "swarm":  # a swarm's servers are services, on other nodes
+        services.append(
+            {
+                "name": REAPER,
+                "command": ["python3", "-m", "hubops_hub.reaper", f"--environment={env_name}"],
+            }
+        )
+        roles.append({"name": REAPER, "scopes": REAPER_SCOPES, "services": [REAPER]})
     if settings.culling.enabled:
         c = settings.culling
         services.append(
@@ -182,6 +192,8 @@ def hub_config(
         }
     }
     if settings.cluster == "docker" or settings.swarm.user_data == "path":
+        # a deleted user's directory is archived there (HubopsSpawner.delete_forever)
+        traits["HubopsSpawner"]["user_data_dir"] = settings.paths.user_data_dir
         objects["DockerSpawner"]["pre_spawn_hook"] = PyObject(
             module="hubops_hub.userdirs",
             name="pre_spawn_hook",

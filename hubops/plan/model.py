@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from hubops_hub.userdirs import USER_DIR_PREFIX as USER_DIR_PREFIX  # one definition: the hub's
 from pydantic import BaseModel, ConfigDict
 
 # Paths inside the hub container. The host paths come from the environment's `paths`.
@@ -28,7 +29,6 @@ PROXY_PORT = 8000
 PROXY_API_PORT = 8001
 PROXY_REDIRECT_PORT = 8080
 USER_PORT = 8888  # DockerSpawner's port of a user server
-USER_DIR_PREFIX = "jupyterhub-user-"
 
 Digests = Mapping[str, str] | None  # tag reference -> pushed digest
 
@@ -70,6 +70,8 @@ CULLER_SCOPES = [
     "admin:server_state",
 ]
 GPU_MONITOR = "hubops-gpus"  # the GPU monitor's service (hubops_hub.gpumon)
+REAPER = "hubops-reaper"  # removes user servers the hub's DB does not know (hubops_hub.reaper)
+REAPER_SCOPES = ["list:users", "read:servers"]
 METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
 
 

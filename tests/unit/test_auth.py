@@ -115,9 +115,11 @@ def start_hub(
         c.JupyterHub.db_url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
         c.JupyterHub.cookie_secret_file = str(tmp_path / "cookie_secret")
         c.JupyterHub.pid_file = str(tmp_path / "jupyterhub.pid")
-        c.JupyterHub.services = []  # the culler is a process; its role needs the service
+        # managed services (the culler, the reaper) are processes, not started here; their
+        # roles need them, so both go
+        c.JupyterHub.services = []
         c.JupyterHub.load_roles = [
-            r for r in app.config.JupyterHub.load_roles if r["name"] != "idle-culler"
+            r for r in app.config.JupyterHub.load_roles if not r.get("services")
         ]
         app.update_config(c)
         records: list[logging.LogRecord] = []
