@@ -17,6 +17,7 @@ from typing import Any
 
 from docker.types import DriverConfig, Mount
 from dockerspawner import DockerSpawner, SwarmSpawner
+from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
@@ -324,7 +325,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         their GPUs are back in the pool; their directory is archived, not lost
         (``<user_data_dir>/.deleted/``, until ``invoke users.purge``). Once per user: at the
         default server's spawner."""
-        await super().delete_forever()
+        await maybe_future(super().delete_forever())  # Spawner's is plain, and a no-op
         if self.name or not self.user_data_dir:
             return
         archived = await asyncio.get_running_loop().run_in_executor(

@@ -92,6 +92,8 @@ def target(
     shutil.copytree(
         REPO_ROOT / "config" / "environments", checkout.root / "config" / "environments"
     )
+    for name in ("tasks.py", "invoke.yaml"):  # the operator's CLI works in it too
+        shutil.copy(REPO_ROOT / name, checkout.root / name)
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"  # the provider speaks plain http
     name = f"v{uuid.uuid4().hex[:6]}"
     port, http_port = free_port(), free_port()

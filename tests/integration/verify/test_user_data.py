@@ -115,7 +115,7 @@ def test_a_deleted_user_is_stopped_archived_and_purged_at_the_cli(
     assert not exists(target, bob.container), "bob's server still runs"
     assert not target.host.file(f"{root}/jupyterhub-user-bob").exists, "his directory stays"
     listing = target.host.check_output(f"ls {root}/.deleted")
-    archive = next(n for n in listing.split() if n.startswith("jupyterhub-user-bob-"))
+    archive = max(n for n in listing.split() if n.startswith("jupyterhub-user-bob-"))  # newest
     inside = target.host.check_output(f"tar tzf {root}/.deleted/{archive}")
     assert "jupyterhub-user-bob/keep-me.txt" in inside.split(), inside
     purged = run_invoke(
