@@ -75,13 +75,18 @@ def known_servers(users: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
     return {(u["name"], name) for u in users for name in (u.get("servers") or {})}
 
 
-def hub_users(api_url: str, token: str, page: int = 200) -> list[dict[str, Any]]:
-    """Every user with their active servers, page by page."""
+def hub_users(
+    api_url: str, token: str, page: int = 200, state: str = "active"
+) -> list[dict[str, Any]]:
+    """Every user (with ``state`` "active": those with a running or starting server, with
+    their servers; "": all), page by page."""
     users: list[dict[str, Any]] = []
     offset = 0
     while True:
         request = urllib.request.Request(
-            f"{api_url.rstrip('/')}/users?state=active&offset={offset}&limit={page}",
+            f"{api_url.rstrip('/')}/users?"
+            + (f"state={state}&" if state else "")
+            + f"offset={offset}&limit={page}",
             headers={
                 "Authorization": f"token {token}",
                 "Accept": "application/jupyterhub-pagination+json",

@@ -21,7 +21,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
-from hubops_hub import culling, metrics
+from hubops_hub import culling, diskusage, metrics
 from hubops_hub.gpumon import holder_from_labels, kinds, read_state
 from hubops_hub.gpus import (
     HOLDING_STATES,
@@ -92,6 +92,16 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         help="Where the users' directories are (paths.user_data_dir, mounted at the same path "
         "in the hub): a deleted user's directory is archived there; empty: nothing archived "
         "(named volumes).",
+    )
+    disk_quota = Integer(
+        0, config=True, help="singleuser.disk_quota in bytes (a profile's wins); 0: none."
+    )
+    disk_quota_mode = Unicode("auto", config=True, help="singleuser.disk_quota_mode.")
+    disk_usage_every = Integer(
+        600, config=True, help="Seconds between measurements (the server's own, too)."
+    )
+    hub_image = Unicode(
+        "", config=True, help="The hub's image: hard disk quotas are set from a container of it."
     )
 
     # --- who may do what -------------------------------------------------------------------
@@ -268,9 +278,86 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             raise GPURequestError(
                 403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {self._gpu_count}"
             )
+        await self._disk_quota(profile)
         ip_port = await super().start()
         await self._wait_listening(*ip_port)
         return ip_port
+
+    # --- disk quota ------------------------------------------------------------------------
+
+    def quota_bytes(self, profile: dict[str, Any] | None = None) -> int:
+        profile = self.profile() if profile is None else profile
+        return int(profile.get("disk_quota") or self.disk_quota or 0)
+
+    async def _disk_quota(self, profile: dict[str, Any]) -> None:
+        """The server learns its quota (JupyterLab shows use against it); a user over it is
+        told (the progress page, the log); in hard mode the filesystem is told."""
+        self._disk_notice = ""
+        quota = self.quota_bytes(profile)
+        env = dict(self.environment or {})
+        for key in ("HUBOPS_DISK_QUOTA_BYTES", "HUBOPS_DISK_USED_BYTES"):
+            env.pop(key, None)
+        if not self.user_data_dir:
+            self.environment = env
+            return
+        env["HUBOPS_DISK_EVERY"] = str(self.disk_usage_every)
+        loop = asyncio.get_running_loop()
+        usage = await loop.run_in_executor(None, diskusage.read_usage)
+        entry = ((usage or {}).get("users") or {}).get(self.user.name)
+        if entry:
+            env["HUBOPS_DISK_USED_BYTES"] = str(int(entry.get("bytes") or 0))
+        if quota:
+            env["HUBOPS_DISK_QUOTA_BYTES"] = str(quota)
+        self.environment = env
+        if not quota:
+            return
+        if entry and int(entry.get("bytes") or 0) > quota:
+            self._disk_notice = diskusage.over_quota_message(int(entry["bytes"]), quota)
+            self.log.warning(
+                "%s starts over their disk quota: %s", self.user.name, self._disk_notice
+            )
+        if self.disk_quota_mode != "soft":
+            await self._hard_quota(quota)
+
+    async def _hard_quota(self, quota: int) -> None:
+        """Set the user directory's project quota where the filesystem enforces it (mode hard;
+        auto on such a filesystem). ``invoke deploy`` refused hard on one that cannot."""
+        path = os.path.join(self.user_data_dir, USER_DIR_PREFIX + self.escape(self.user.name))
+        loop = asyncio.get_running_loop()
+        can = await loop.run_in_executor(None, diskusage.path_capability, self.user_data_dir)
+        if diskusage.effective_mode(self.disk_quota_mode, can) != "hard" or can.mode != "hard":
+            return
+        project = await loop.run_in_executor(None, diskusage.project_id, os.path.basename(path))
+        script = diskusage.hard_quota_script(can.fstype, path, project, quota)
+        mount = Mount(self.user_data_dir, self.user_data_dir, type="bind")
+        host_config = {"privileged": True, "network_mode": "none", "mounts": [mount]}
+        created = await self.docker(
+            "create_container",
+            image=self.hub_image,
+            command=["sh", "-c", script],
+            entrypoint=[],
+            host_config=await self.docker("create_host_config", **host_config),
+            labels={LABEL_ENV: self.hubops_environment},
+        )
+        try:
+            await self.docker("start", created["Id"])
+            result = await self.docker("wait", created["Id"], timeout=120)
+            if int(result.get("StatusCode", 1)) != 0:
+                logs = await self.docker("logs", created["Id"])
+                raise GPURequestError(
+                    500,
+                    f"could not set {self.user.name}'s disk quota: "
+                    f"{logs.decode(errors='replace').strip()[-300:]}",
+                )
+        finally:
+            await self.docker("remove_container", created["Id"], force=True)
+
+    async def progress(self) -> Any:
+        notice = getattr(self, "_disk_notice", "")
+        if notice:
+            yield {"message": notice}
+        async for event in super().progress():
+            yield event
 
     async def _wait_listening(self, ip: str, port: int) -> None:
         """Return as soon as the server accepts connections, trying every 0.1 s.

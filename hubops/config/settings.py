@@ -683,6 +683,9 @@ class Profile(Section):
         None, description="Size of /dev/shm (overrides singleuser; see singleuser.shm_size)."
     )
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit (overrides singleuser).")
+    disk_quota: MemSize | None = Field(
+        None, description="Disk quota of each user's directory (overrides singleuser.disk_quota)."
+    )
     max_age: int = Field(
         0, ge=0, description="Stop these users' servers after this many seconds (0: never)."
     )
@@ -742,6 +745,26 @@ class SingleuserSettings(Section):
         "counts against the memory limit, so it cannot be larger.",
     )
     cpu_limit: float | None = Field(None, gt=0, description="CPU limit per user server.")
+    disk_quota: MemSize | None = Field(
+        None,
+        description="How much each user's directory (in paths.user_data_dir) may hold, e.g. "
+        "50G; unset: no limit. A profile's disk_quota wins. See disk_quota_mode.",
+    )
+    disk_quota_mode: Literal["auto", "hard", "soft"] = Field(
+        "auto",
+        description="hard: the filesystem enforces disk_quota (XFS project quotas, or ext4 "
+        "with the project feature and prjquota; `invoke doctor` says which the host can "
+        "do); a write past it fails with 'Disk quota exceeded'. soft: usage is measured "
+        "every disk_usage_every seconds and shown (JupyterLab's status bar, `invoke "
+        "status`, /hub/metrics); a user over quota is told at spawn and in JupyterLab, and "
+        "nothing stops the writes. auto: hard where the filesystem can enforce it, else soft.",
+    )
+    disk_usage_every: int = Field(
+        600,
+        ge=60,
+        description="Seconds between measurements of every user's directory (niced du, in "
+        "the hub container).",
+    )
     start_timeout: int = Field(120, ge=10, description="Seconds a user server may take to start.")
     pids_limit: int = Field(
         4096,
@@ -792,6 +815,14 @@ class SingleuserSettings(Section):
             return given
         mem = (profile.mem_limit if profile else None) or self.mem_limit
         return size_text(mem_bytes(mem) // 2) if mem else DEFAULT_SHM
+
+    def disk_quota_for(self, profile: Profile | None = None) -> str | None:
+        """The disk quota of a user of ``profile`` (None: without one); None: no limit."""
+        return (profile.disk_quota if profile else None) or self.disk_quota
+
+    @property
+    def has_disk_quota(self) -> bool:
+        return bool(self.disk_quota or any(p.disk_quota for p in self.profiles))
 
     @property
     def choices(self) -> dict[str, str]:
@@ -1190,6 +1221,27 @@ class Environment(Section):
                     f"is {shm}, larger than the memory limit {mem} ({limit}); /dev/shm is "
                     f"memory of the server itself: set at most {mem}, or raise the limit",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _disk_quota_fits_cluster(self) -> Environment:
+        """Disk quotas are measured and enforced on the one host's user_data_dir."""
+        su = self.singleuser
+        if self.cluster != "swarm":
+            return self
+        places = [(("singleuser", "disk_quota"), su.disk_quota)] + [
+            (("singleuser", "profiles", str(i), "disk_quota"), p.disk_quota)
+            for i, p in enumerate(su.profiles)
+        ]
+        for key, value in places:
+            if value is None:
+                continue
+            raise RuleError(
+                key,
+                f"is {value} with cluster swarm, where users' files live on the nodes (a "
+                "shared filesystem or volumes) and the hub host cannot measure or enforce "
+                "them: remove it, and use the shared filesystem's own quotas",
+            )
         return self
 
     @model_validator(mode="after")

@@ -244,6 +244,23 @@ TABLE: tuple[Row, ...] = (
         "unset: half of singleuser.mem_limit, or 1G; the volume counts against the pod's "
         "memory limit",
     ),
+    _none(
+        "singleuser.disk_quota",
+        "each user's volume is their limit: its size is kubernetes.storage_capacity, and "
+        "the storage class enforces it",
+        "remove singleuser.disk_quota and set kubernetes.storage_capacity",
+    ),
+    _none(
+        "singleuser.disk_quota_mode",
+        "a volume's size is always enforced by its storage (see singleuser.disk_quota)",
+        "remove singleuser.disk_quota_mode",
+    ),
+    _none(
+        "singleuser.disk_usage_every",
+        "hubops measures one host's user directories; the volumes' use is the storage "
+        "provider's (kubelet_volume_stats_used_bytes)",
+        "remove singleuser.disk_usage_every",
+    ),
     Row(
         "singleuser.cpu_limit",
         "singleuser.cpu.limit",
@@ -303,6 +320,11 @@ TABLE: tuple[Row, ...] = (
         "singleuser.profiles[].shm_size",
         "a profile's own /dev/shm would need the whole volume list in its kubespawner_override",
         "set singleuser.shm_size for every server instead",
+    ),
+    _none(
+        "singleuser.profiles[].disk_quota",
+        "every user's volume has one size (kubernetes.storage_capacity)",
+        "remove it and set kubernetes.storage_capacity",
     ),
     _none(
         "singleuser.profiles[].max_age",

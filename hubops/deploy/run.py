@@ -58,6 +58,7 @@ from hubops.deploy.steps import Progress, Step, quiet
 from hubops.errors import DeployError
 from hubops.host import docker as dockerhost
 from hubops.host import lock
+from hubops.host import quota as quotas
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
 from hubops.host.rootfiles import root_command
@@ -209,7 +210,11 @@ def _deploy(
             recovered += network.repair(host, plan)[1]
             # the new network has a new bridge: the firewall finds it when it starts
             host.run(quote("docker", "restart", firewall.name(plan.environment)), check=False)
-    problem = tls_problem(settings, snap, host) or _disk_problem(files, settings)
+    problem = (
+        tls_problem(settings, snap, host)
+        or _disk_problem(files, settings)
+        or _quota_problem(host, files, plan, settings, progress)
+    )
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
     layout: Layout | None = None
@@ -367,6 +372,27 @@ def _upgrade_db_command(settings: Environment, image: str) -> str:
         "upgrade-db",
         f"--db=sqlite:////srv/jupyterhub/{DB_FILE}",
     )
+
+
+def _quota_problem(
+    host: Host, files: Host, plan: Plan, settings: Environment, progress: Progress
+) -> str | None:
+    """disk_quota_mode hard on a filesystem that cannot enforce it; else the mode the host
+    gets, and the users whose use is above their new quota (allowed: they are told)."""
+    if settings.cluster != "docker":
+        return None
+    can = quotas.host_capability(host, settings)
+    problem = quotas.hard_mode_problem(
+        settings, can, f"config/environments/{plan.environment}.yaml"
+    )
+    if problem:
+        return problem
+    if settings.singleuser.has_disk_quota:
+        progress(Step.DISK, f"disk quotas: {quotas.mode_line(settings, can)}")
+        usage = quotas.read_usage(files, settings.paths.data_dir)
+        for line in quotas.quota_warnings(settings, usage):
+            progress(Step.DISK, f"warning: {line}")
+    return None
 
 
 def _disk_problem(files: Host, settings: Environment) -> str | None:

@@ -20,6 +20,7 @@ class Step(Enum):
     RECOVER = "recover"  # finishing or undoing a deploy that was cut off
     NETWORK = "network"  # repairing the network
     FIREWALL = "firewall"  # applying the firewall's rules
+    DISK = "disk"  # the disk quota mode the host gets, and who is over their quota
     BACKUP = "backup"  # backing up the DB, cookie secret and config
     KEEP_FILES = "keep-files"  # keeping the current config and secret files aside
     HAND_OVER = "hand-over"  # handing the swap to the host

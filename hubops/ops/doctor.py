@@ -21,6 +21,7 @@ from hubops.config.settings import OAUTH_TYPES, Environment
 from hubops.deploy import firewall, network, swarm, tls
 from hubops.host import docker as dockerhost
 from hubops.host import lock
+from hubops.host import quota as quotas
 from hubops.host.base import Host, quote
 from hubops.host.engine import MIN_API
 from hubops.host.rootfiles import root_files
@@ -314,6 +315,37 @@ def check_disk(ctx: Context) -> list[Check]:
                 status,
                 f"{free_gb:.1f} GB free at {path}",
                 "" if status == "ok" else f"free space: at least {need:.0f} GB",
+            )
+        )
+    return out
+
+
+def check_quota(ctx: Context) -> list[Check]:
+    """Which disk quota mode the host can do for paths.user_data_dir, and whether one user
+    filling it can take the hub's DB down with it."""
+    settings = ctx.settings
+    if settings.cluster != "docker":
+        return [Check("disk quota", "skip", f"cluster {settings.cluster}: not the hub host's")]
+    su, p = settings.singleuser, settings.paths
+    can = quotas.host_capability(ctx.host, settings)
+    env_file = f"config/environments/{ctx.plan.environment}.yaml"
+    out = []
+    problem = quotas.hard_mode_problem(settings, can, env_file)
+    if problem:
+        out.append(Check("disk quota", "fail", problem))
+    else:
+        out.append(Check("disk quota", "ok", quotas.mode_line(settings, can)))
+    hard = su.has_disk_quota and su.disk_quota_mode != "soft" and can.mode == "hard"
+    if not hard and quotas.same_filesystem(ctx.host, p.data_dir, p.user_data_dir):
+        out.append(
+            Check(
+                "disk shared",
+                "warn",
+                f"paths.data_dir ({p.data_dir}) and paths.user_data_dir ({p.user_data_dir}) "
+                "are on one filesystem with no hard quota: a user who fills it stops the "
+                "hub's DB writes, and every login with them",
+                "put paths.user_data_dir on a filesystem of its own (a partition, a volume), "
+                "or set singleuser.disk_quota on XFS with prjquota",
             )
         )
     return out
@@ -632,6 +664,7 @@ CHECKS: list[Callable[[Context], list[Check]]] = [
     check_isolation,
     check_lock,
     check_disk,
+    check_quota,
     check_ports,
     check_gpu,
     check_gpu_containers,

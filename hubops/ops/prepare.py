@@ -18,8 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hubops_hub.diskusage import capability
+
 from hubops.config.settings import Environment
 from hubops.errors import HubopsError
+from hubops.host import quota as quotas
 from hubops.host.base import Host, quote
 from hubops.host.engine import ensure_docker
 from hubops.host.rootfiles import as_admin
@@ -49,6 +52,7 @@ class PrepareReport:
     kept: list[str] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)
     smoke: str = ""
+    todo: list[str] = field(default_factory=list)  # what only the admin can do
 
     def lines(self) -> list[str]:
         out = [
@@ -57,6 +61,7 @@ class PrepareReport:
         ]
         out += [f"  ok      {k}" for k in self.kept]
         out += [f"  changed {c}" for c in self.changed]
+        out += [f"  to do   {t}" for t in self.todo]
         out.append(f"  GPUs    {', '.join(self.gpus) if self.gpus else 'none found'}")
         out.append(f"  smoke   {self.smoke}")
         return out
@@ -91,6 +96,7 @@ def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareRepor
 
     _live_restore(host, report, swarm=swarm)
     _bridge_netfilter(host, report)
+    _project_quotas(host, settings, report)
     user = settings.ssh.user if settings.ssh else None
     if user and user != "root":
         groups = host.run(f"id -nG {quote(user)}", check=False).stdout.split()
@@ -291,6 +297,65 @@ def swarm_resource_text(text: str, envvar: str) -> tuple[str, str | None]:
         lines[top - 1] += "\n"
     lines[top:top] = [wanted, "\n"] if top < len(lines) else [wanted]
     return "".join(lines), f'added swarm-resource = "{envvar}"'
+
+
+def fstab_with_prjquota(text: str, target: str) -> str | None:
+    """/etc/fstab's ``text`` with prjquota added to the options of the entry mounted at
+    ``target``; None where no entry mounts there (or it has the option already)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if len(fields) < 4 or fields[0].startswith("#") or fields[1] != target:
+            continue
+        options = fields[3].split(",")
+        if {"prjquota", "pquota"} & set(options):
+            return None
+        fields[3] = ",".join([o for o in options if o != "defaults"] + ["prjquota"])
+        lines[i] = "\t".join(fields) + "\n"
+        return "".join(lines)
+    return None
+
+
+def _project_quotas(host: Host, settings: Environment, report: PrepareReport) -> None:
+    """Project quotas for paths.user_data_dir, where singleuser.disk_quota asks for them and
+    its filesystem allows: XFS gets prjquota in /etc/fstab (XFS takes quota options only at
+    mount time, so the admin remounts); ext4 can get the project feature only unmounted, so
+    there the admin is told what to run."""
+    su = settings.singleuser
+    if settings.cluster != "docker" or not su.has_disk_quota or su.disk_quota_mode == "soft":
+        return
+    m = quotas.mount_of(host, settings.paths.user_data_dir)
+    can = capability(m.fstype, m.options)
+    where = f"{m.target} ({m.fstype}, {m.source})"
+    if can.mode == "hard":
+        report.kept.append(f"project quotas on {where}")
+        return
+    if m.fstype == "xfs" and m.target != "/":
+        fstab = host.run("cat /etc/fstab", check=False).stdout
+        changed = fstab_with_prjquota(fstab, m.target)
+        if changed is not None:
+            host.run("cp -p /etc/fstab /etc/fstab.hubops-backup")
+            _write_atomically(host, "/etc/fstab", changed)
+            report.changed.append(f"added prjquota to /etc/fstab's entry for {m.target}")
+        report.todo.append(
+            f"project quotas on {where}: unmount and mount it again (umount {m.target} && "
+            f"mount {m.target}), or reboot"
+            + (
+                ""
+                if changed is not None
+                else "; /etc/fstab "
+                "has no entry for it: add prjquota to the options it is mounted with"
+            )
+        )
+    elif m.fstype == "xfs":
+        report.todo.append(
+            f"project quotas on {where}: the root filesystem takes quota options from the "
+            "kernel command line: add rootflags=prjquota (GRUB_CMDLINE_LINUX in "
+            "/etc/default/grub, then update-grub) and reboot, or put paths.user_data_dir on "
+            "a filesystem of its own"
+        )
+    else:
+        report.todo.append(f"disk quotas on {where}: {can.reason}")
 
 
 def _read_daemon_json(host: Host, path: str = DAEMON_JSON) -> dict[str, object]:

@@ -28,6 +28,8 @@ from hubops.plan.model import (
     COOKIE_SECRET_FILE,
     CULLER_SCOPES,
     DB_FILE,
+    DISK_USAGE,
+    DISK_USAGE_SCOPES,
     GPU_MONITOR,
     HUB_DATA_DIR,
     HUB_PORT,
@@ -167,6 +169,30 @@ def hub_config(
             }
         )
         roles.append({"name": REAPER, "scopes": REAPER_SCOPES, "services": [REAPER]})
+    if settings.cluster == "docker":  # one host: the users' directories are in the hub too
+        services.append(
+            {
+                "name": DISK_USAGE,
+                "command": [
+                    "python3",
+                    "-m",
+                    "hubops_hub.diskusage",
+                    f"--dir={settings.paths.user_data_dir}",
+                    f"--prefix={USER_DIR_PREFIX}",
+                    f"--every={su.disk_usage_every}",
+                    f"--quota={mem_bytes(su.disk_quota) if su.disk_quota else 0}",
+                    f"--profiles={json.dumps(_disk_profiles(settings), sort_keys=True)}",
+                    f"--mode={su.disk_quota_mode}",
+                ],
+            }
+        )
+        roles.append({"name": DISK_USAGE, "scopes": DISK_USAGE_SCOPES, "services": [DISK_USAGE]})
+        traits["HubopsSpawner"].update(
+            disk_quota=mem_bytes(su.disk_quota) if su.disk_quota else 0,
+            disk_quota_mode=su.disk_quota_mode,
+            disk_usage_every=su.disk_usage_every,
+            hub_image=hub_image(settings, revs, digests),
+        )
     if settings.culling.enabled:
         c = settings.culling
         services.append(
@@ -293,10 +319,19 @@ def gpu_policy(settings: Environment) -> dict[str, Any]:
     }
 
 
+def _disk_profiles(settings: Environment) -> list[dict[str, Any]]:
+    """Each profile's groups and disk quota (bytes; None: singleuser.disk_quota), in order."""
+    return [
+        {"groups": list(p.groups), "disk_quota": mem_bytes(p.disk_quota) if p.disk_quota else None}
+        for p in settings.singleuser.profiles
+    ]
+
+
 def _profile(settings: Environment, profile: Profile) -> dict[str, Any]:
     """A profile as HubopsSpawner takes it: its settings, with the /dev/shm size its servers
     get in bytes (a single host: swarm services have none)."""
     out = profile.model_dump()
     su = settings.singleuser
     out["shm_size"] = mem_bytes(su.shm_size_for(profile)) if settings.cluster == "docker" else None
+    out["disk_quota"] = mem_bytes(profile.disk_quota) if profile.disk_quota else None
     return out

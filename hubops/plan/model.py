@@ -72,6 +72,8 @@ CULLER_SCOPES = [
 GPU_MONITOR = "hubops-gpus"  # the GPU monitor's service (hubops_hub.gpumon)
 REAPER = "hubops-reaper"  # removes user servers the hub's DB does not know (hubops_hub.reaper)
 REAPER_SCOPES = ["list:users", "read:servers"]
+DISK_USAGE = "hubops-disk-usage"  # measures users' directories (hubops_hub.diskusage)
+DISK_USAGE_SCOPES = ["list:users", "read:users:groups"]
 METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
 
 

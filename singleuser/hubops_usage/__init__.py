@@ -10,6 +10,10 @@ labextension polls every 5 s:
   (``memory.events`` on cgroup v2, ``memory.oom_control`` on v1), so the front end can tell the
   user that their kernel died because the server hit its memory limit, not for no reason.
 - ``memory_limit_bytes``: the server's limit (MEM_LIMIT, which JupyterHub's spawner sets).
+- ``disk``: how much the user's directory (HOME) holds, against their disk quota
+  (HUBOPS_DISK_QUOTA_BYTES, which hubops' spawner sets; absent: no quota). The first figure is
+  the hub's last measurement (HUBOPS_DISK_USED_BYTES); the server measures again with a niced
+  ``du`` at most once per HUBOPS_DISK_EVERY seconds (default 600), in the background.
 
 Polling is not the user's activity: the handler does not count as API activity
 (``_track_activity``), nor does jupyter-resource-usage's, which this extension marks the same
@@ -69,6 +73,56 @@ def oom_kills(paths: tuple[str, ...] = CGROUP_EVENTS) -> int | None:
     return None
 
 
+def _env_int(name: str) -> int | None:
+    try:
+        value = int(os.environ.get(name, "0"))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+class Disk:
+    """The user's directory's disk use, measured in the background now and then."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or os.environ.get("HOME") or os.getcwd()
+        self.quota = _env_int("HUBOPS_DISK_QUOTA_BYTES")
+        self.every = _env_int("HUBOPS_DISK_EVERY") or 600
+        self.used = _env_int("HUBOPS_DISK_USED_BYTES")
+        self.measured_at: float | None = None
+        self._next = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        if self._task is None and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self._task = asyncio.ensure_future(self._measure())
+        over = self.quota is not None and self.used is not None and self.used > self.quota
+        return {
+            "used_bytes": self.used,
+            "quota_bytes": self.quota,
+            "over_quota": over,
+            "measured_at": self.measured_at,
+        }
+
+    async def _measure(self) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *("nice", "-n", "19", "du", "-sx", "--block-size=1", self.path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await proc.communicate()
+            first = out.decode(errors="replace").split()
+            if first and first[0].isdigit():  # du says 1 for an unreadable file, and counts
+                self.used = int(first[0])
+                self.measured_at = time.time()
+        except OSError:
+            pass
+        finally:
+            self._task = None
+
+
 def memory_limit() -> int | None:
     try:
         value = int(os.environ.get("MEM_LIMIT", "0"))
@@ -125,6 +179,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from tornado import web
 
     usage = Usage()
+    disk = Disk()
 
     class UsageHandler(APIHandler):  # type: ignore[misc]
         _track_activity = False  # the status bar polls it: not the user's activity
@@ -138,6 +193,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
                     "gpu_error": error,
                     "oom_kills": oom_kills(),
                     "memory_limit_bytes": memory_limit(),
+                    "disk": disk.snapshot(),
                 }
             )
 

@@ -60,6 +60,18 @@
       'was stopped. Use less memory, or a larger profile.';
   }
 
+  function diskText(d) {
+    const used = `${gib(d.used_bytes, 1024 ** 3)}`;
+    return d.quota_bytes == null ? `Disk: ${used} GiB` :
+      `Disk: ${used} / ${gib(d.quota_bytes, 1024 ** 3)} GiB`;
+  }
+
+  function overQuotaMessage(d) {
+    // at most 140 characters (apputils MAX_MESSAGE_LENGTH)
+    return `Your files use ${gib(d.used_bytes, 1024 ** 3)} GiB, over your disk quota of ` +
+      `${gib(d.quota_bytes, 1024 ** 3)} GiB. Delete or move files to get under it.`;
+  }
+
   function createPlugin(IStatusBar, ServerConnection, Notification, Widget) {
     return {
       id: `${NAME}:status`,
@@ -72,6 +84,12 @@
         item.addClass('jp-StatusBar-TextItem');
         item.node.style.display = 'none';
         statusBar.registerStatusItem(`${NAME}:status`, { item, align: 'left', rank: 100 });
+        const diskItem = new Widget();
+        diskItem.addClass('hubops-usage-disk');
+        diskItem.addClass('jp-StatusBar-TextItem');
+        diskItem.node.style.display = 'none';
+        statusBar.registerStatusItem(`${NAME}:disk`, { item: diskItem, align: 'left', rank: 101 });
+        let toldOverQuota = false;
 
         const settings = app.serviceManager.serverSettings;
         // no_track_activity: jupyter_server does not count this poll as user
@@ -85,6 +103,24 @@
           item.node.textContent = gpus.map(gpuText).join('  ');
           item.node.title = gpus.map(g => `GPU ${g.index}: ${g.name}`).join('\n');
           item.node.style.display = gpus.length ? '' : 'none';
+          const disk = data.disk || {};
+          if (disk.used_bytes == null) {
+            diskItem.node.style.display = 'none';
+            return;
+          }
+          diskItem.node.textContent = diskText(disk);
+          diskItem.node.title = 'Your files (home directory)' +
+            (disk.quota_bytes == null ? '' : ' against your disk quota');
+          diskItem.node.style.display = '';
+          if (disk.over_quota) {
+            diskItem.addClass('hubops-usage-over');
+            if (!toldOverQuota) {
+              toldOverQuota = true;
+              Notification.warning(overQuotaMessage(disk), { autoClose: false });
+            }
+          } else {
+            diskItem.removeClass('hubops-usage-over');
+          }
         }
 
         function checkOom(data) {
@@ -143,7 +179,7 @@
           if (!document.getElementById('hubops-usage-style')) {
             const style = document.createElement('style');
             style.id = 'hubops-usage-style';
-            style.textContent = '.hubops-usage-gpu.hubops-usage-oom { color: var(--jp-error-color1); }';
+            style.textContent = '.hubops-usage-gpu.hubops-usage-oom, .hubops-usage-disk.hubops-usage-over { color: var(--jp-error-color1); }';
             document.head.appendChild(style);
           }
           return {};

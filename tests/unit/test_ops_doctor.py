@@ -93,6 +93,42 @@ def df_line(available_kb: int) -> str:
     return f"/dev/nvme0n1p2 {total} {used} {available_kb} {used * 100 // total}% /\n"
 
 
+# mount point -> (device, fstype, options): a healthy host keeps users' files apart
+FILESYSTEMS = {
+    "/": ("/dev/nvme0n1p2", "ext4", "rw,relatime"),
+    "/srv/jupyterhub-users": ("/dev/nvme1n1", "xfs", "rw,relatime,attr2,inode64,prjquota"),
+}
+
+
+def _path_in(command: str) -> str:
+    return re.search(r"p='?([^';]+)'?;", command).group(1)  # type: ignore[union-attr]
+
+
+def _mount_point(path: str, filesystems: dict[str, tuple[str, str, str]]) -> str:
+    return max((m for m in filesystems if path == m or path.startswith(m.rstrip("/") + "/")), key=len)
+
+
+def mounts(filesystems: dict[str, tuple[str, str, str]]) -> Answer:
+    """``findmnt --json`` for the path the command names, as util-linux writes it."""
+
+    def answer(command: str, _stdin: str | None) -> str:
+        target = _mount_point(_path_in(command), filesystems)
+        source, fstype, options = filesystems[target]
+        found = {"target": target, "source": source, "fstype": fstype, "options": options}
+        return json.dumps({"filesystems": [found]})
+
+    return answer
+
+
+def device_of(filesystems: dict[str, tuple[str, str, str]]) -> Answer:
+    """``stat -c %d``: the device number of the filesystem that holds the path."""
+
+    def answer(command: str, _stdin: str | None) -> str:
+        return f"{sorted(filesystems).index(_mount_point(_path_in(command), filesystems)) + 2049}\n"
+
+    return answer
+
+
 def image_digest(ref: str) -> str:
     """The made-up content digest of image ``ref`` on the scripted host."""
     return hashlib.sha256(ref.encode()).hexdigest()
@@ -158,6 +194,8 @@ def healthy(
     host.on(r"^docker logs --tail 200 \S+ 2>&1$", f"{firewall.APPLIED} on br-3f2a1c9d8e7b\n")
     host.on(r"/hubops-\S+\.lock/holder", "", 1)  # no lock directory: cat fails, prints nothing
     host.on(r"df -Pk", df_line(400_000_000))
+    host.on(r"findmnt --json", answer=mounts(FILESYSTEMS))
+    host.on(r'stat -c %d "\$p"', answer=device_of(FILESYSTEMS))
     host.on(r"^ss -Hltnp 'sport = :\d+'", answer=listener)
     host.on(rf"^docker port {re.escape(proxy.name)} 2>/dev/null$", published)
     if gpus:
@@ -243,6 +281,7 @@ def test_a_healthy_host_passes_every_check_and_is_not_changed(checkout: Checkout
         "disk images (/var/lib/docker)": "ok",
         "disk hub data": "ok",
         "disk user data": "ok",
+        "disk quota": "ok",
         "port 8000": "ok",
         "nvidia driver": "skip",
         "gpu in containers": "skip",
@@ -477,6 +516,65 @@ def test_a_nearly_full_disk_fails_with_the_free_space_it_needs(checkout: Checkou
     hub = checks["disk hub data"]
     assert (hub.status, hub.detail, hub.fix) == ("ok", "1.5 GB free at /srv/jupyterhub", "")
     assert_read_only(host)
+
+
+def quota_env(checkout: Checkout, mode: str) -> tuple[Environment, Plan]:
+    text = f"extends: local.yaml\nsingleuser:\n  disk_quota: 20G\n  disk_quota_mode: {mode}\n"
+    plan, settings = planned(checkout, f"quota-{mode}", text)
+    return settings, plan
+
+
+ONE_DISK = {"/": ("/dev/nvme0n1p2", "ext4", "rw,relatime")}
+
+
+def test_hard_quotas_on_a_filesystem_that_cannot_enforce_them_fail_and_say_what_to_set(
+    checkout: Checkout,
+) -> None:
+    """disk_quota_mode hard with the users' files on ext4 without prjquota: one failed check
+    that names the file, the key, the value and the fix; and a warning that one user who
+    fills that disk takes the hub's DB with it (data_dir is on it too)."""
+    settings, plan = quota_env(checkout, "hard")
+    host = ScriptedHost()
+    host.on(r"findmnt --json", answer=mounts(ONE_DISK))
+    host.on(r'stat -c %d "\$p"', answer=device_of(ONE_DISK))
+    healthy(host, plan)
+
+    checks = by_name(run_checks(host, settings, plan))
+
+    quota = checks["disk quota"]
+    assert quota.status == "fail"
+    assert quota.detail.startswith(
+        f"config/environments/{plan.environment}.yaml: singleuser.disk_quota_mode is 'hard', "
+        "but /srv/jupyterhub-users cannot enforce quotas: ext4 without prjquota"
+    )
+    assert "Set singleuser.disk_quota_mode: auto (or soft)" in quota.detail
+    shared = checks["disk shared"]
+    assert shared.status == "warn"
+    assert "paths.data_dir (/srv/jupyterhub) and paths.user_data_dir" in shared.detail
+    assert_read_only(host)
+
+
+@pytest.mark.parametrize(
+    ("options", "mode"),
+    [("rw,relatime,attr2,inode64,prjquota", "hard"), ("rw,relatime,attr2,inode64", "soft")],
+)
+def test_auto_quotas_are_hard_on_xfs_with_prjquota_and_soft_without(
+    checkout: Checkout, options: str, mode: str
+) -> None:
+    """auto is what the filesystem can do; on a disk of their own the users' files cannot
+    take the hub's DB down, so there is no warning either way."""
+    settings, plan = quota_env(checkout, "auto")
+    disks = {**FILESYSTEMS, "/srv/jupyterhub-users": ("/dev/nvme1n1", "xfs", options)}
+    host = ScriptedHost()
+    host.on(r"findmnt --json", answer=mounts(disks))
+    healthy(host, plan)
+
+    checks = by_name(run_checks(host, settings, plan))
+
+    quota = checks["disk quota"]
+    assert quota.status == "ok"
+    assert quota.detail.startswith(f"{mode} (20G per user; /srv/jupyterhub-users is XFS")
+    assert "disk shared" not in checks
 
 
 def test_a_disk_whose_free_space_cannot_be_read_fails(checkout: Checkout) -> None:
@@ -968,7 +1066,7 @@ def test_a_check_that_breaks_is_a_failed_check_and_the_rest_still_run(
     assert "exit code 255" in ssh.detail
     assert ssh.detail.endswith(dropped.strip())
     named = by_name(checks)
-    assert len(named) == 19, "every check of a healthy host is there"
+    assert len(named) == 20, "every check of a healthy host is there"
     assert named["clock"].status == "ok"
 
 
