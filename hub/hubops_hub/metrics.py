@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hubops_hub import culling
+from hubops_hub import culling, diskusage
 from hubops_hub.gpumon import STATE_URL, read_state
 
 MONITOR_ENV = "HUBOPS_GPU_MONITOR"  # set (to "1") in the hub container when the monitor runs
@@ -30,9 +30,15 @@ SPAWN_FAILURES = Counter(
 
 
 class HubopsCollector(Collector):
-    def __init__(self, state_url: str = STATE_URL, journal: str = culling.JOURNAL) -> None:
+    def __init__(
+        self,
+        state_url: str = STATE_URL,
+        journal: str = culling.JOURNAL,
+        disk_usage: str = diskusage.USAGE_FILE,
+    ) -> None:
         self.state_url = state_url
         self.journal = journal
+        self.disk_usage = disk_usage
 
     def collect(self) -> Iterator[Metric]:
         culls = CounterMetricFamily(
@@ -42,6 +48,7 @@ class HubopsCollector(Collector):
         for reason in culling.REASONS:
             culls.add_metric([reason], found.get(reason, 0))
         yield culls
+        yield from self.disk()
         if not os.environ.get(MONITOR_ENV):
             return
         state = read_state(self.state_url)
@@ -91,6 +98,35 @@ class HubopsCollector(Collector):
         for h in state["holders"]:
             holder.add_metric([h["user"], h["server"], ",".join(h["gpus"])], h["idle_seconds"])
         yield holder
+
+    def disk(self) -> Iterator[Metric]:
+        """Users' disk use and quotas, as hubops-disk-usage last measured them."""
+        usage = diskusage.read_usage(self.disk_usage)
+        if usage is None:
+            return
+        used = GaugeMetricFamily(
+            "hubops_user_disk_bytes", "Disk use of the user's directory.", labels=["user"]
+        )
+        quota = GaugeMetricFamily(
+            "hubops_user_disk_quota_bytes", "The user's disk quota.", labels=["user"]
+        )
+        for user, entry in sorted((usage.get("users") or {}).items()):
+            used.add_metric([user], int(entry.get("bytes") or 0))
+            if entry.get("quota_bytes"):
+                quota.add_metric([user], int(entry["quota_bytes"]))
+        yield from (used, quota)
+        yield GaugeMetricFamily(
+            "hubops_user_disk_sampled_timestamp_seconds",
+            "When users' disk use was last measured (Unix time).",
+            value=float(usage.get("sampled_at") or 0),
+        )
+        fs = usage.get("filesystem") or {}
+        if fs.get("free_bytes") is not None:
+            yield GaugeMetricFamily(
+                "hubops_user_data_free_bytes",
+                "Free space on the filesystem of the users' directories.",
+                value=int(fs["free_bytes"]),
+            )
 
 
 _registered: list[HubopsCollector] = []

@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hubops_hub.diskusage import gib
 from invoke.context import Context
 from rich.console import Console
 from rich.table import Table
@@ -192,6 +193,19 @@ def status(c: Context, env: str | None = None) -> None:
             age = f"{(now - s.started).total_seconds() / 60:.0f} min" if s.started else "?"
             table.add_row(
                 s.user, s.name, s.state, age, s.last_activity or "?", s.gpus or "-", s.container
+            )
+        Console().print(table)
+    if found.disk:
+        when = found.disk_sampled_at.strftime("%H:%M UTC") if found.disk_sampled_at else "?"
+        table = Table(title=f"disk use of {name}'s users ({found.disk_mode} quotas, at {when})")
+        for column in ("user", "used", "quota", ""):
+            table.add_column(column, overflow="fold")
+        for d in found.disk:
+            table.add_row(
+                d.user,
+                gib(d.used_bytes),
+                gib(d.quota_bytes) if d.quota_bytes else "-",
+                "OVER QUOTA" if d.over else "",
             )
         Console().print(table)
 

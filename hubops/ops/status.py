@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from hubops_hub.labels import (
     LABEL_ENV,
@@ -29,6 +30,7 @@ from hubops.errors import HubopsError
 from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
+from hubops.host.quota import read_usage
 from hubops.plan.model import DB_FILE, HUB_DATA_DIR, Plan
 
 # Run in the hub container: its health (the URL: argv[1], under the hub's base_url), and
@@ -62,6 +64,17 @@ class Server:
     gpus: str  # what it holds ("" none)
 
 
+@dataclass(frozen=True)
+class DiskUse:
+    user: str
+    used_bytes: int
+    quota_bytes: int | None
+
+    @property
+    def over(self) -> bool:
+        return self.quota_bytes is not None and self.used_bytes > self.quota_bytes
+
+
 @dataclass
 class Status:
     environment: str
@@ -72,6 +85,9 @@ class Status:
     servers: list[Server] = field(default_factory=list)
     last_deploy: str | None = None  # when the running hub container was made
     last_backup: str | None = None  # the newest backup's ID (a UTC time stamp)
+    disk: list[DiskUse] = field(default_factory=list)  # the hub's last measurement
+    disk_mode: str | None = None  # hard or soft, as the hub found it
+    disk_sampled_at: datetime | None = None
 
     @property
     def gpus_held(self) -> list[str]:
@@ -114,7 +130,19 @@ def read_status(host: Host, settings: Environment, plan: Plan) -> Status:
     if files is not None:
         backups = list_backups(files, settings)
         out.last_backup = backups[-1] if backups else None
+        _disk(out, read_usage(files, settings.paths.data_dir))
     return out
+
+
+def _disk(out: Status, usage: dict[str, Any] | None) -> None:
+    if not usage:
+        return
+    out.disk_mode = str(usage.get("mode") or "") or None
+    if usage.get("sampled_at"):
+        out.disk_sampled_at = datetime.fromtimestamp(float(usage["sampled_at"]), tz=timezone.utc)
+    for user, entry in sorted((usage.get("users") or {}).items()):
+        quota = entry.get("quota_bytes")
+        out.disk.append(DiskUse(user, int(entry.get("bytes") or 0), int(quota) if quota else None))
 
 
 def _servers(

@@ -81,7 +81,7 @@ def test_every_gauge_follows_the_monitor_and_the_journal(
     journal = str(tmp_path / "culls.jsonl")
     culling.record(journal, "bob", "", culling.Verdict(True, "gpu-idle", "m"), 1)
 
-    found = scrape(HubopsCollector(url, journal))
+    found = scrape(HubopsCollector(url, journal, str(tmp_path / "no-usage")))
 
     def one(name: str, **labels: str) -> float:
         (value,) = [v for lab, v in found[name] if all(lab.get(k) == x for k, x in labels.items())]
@@ -98,9 +98,45 @@ def test_every_gauge_follows_the_monitor_and_the_journal(
     assert one("hubops_culls_total", reason="idle") == 0
 
 
+DISK_USAGE = {
+    "sampled_at": 1700000000.0,
+    "mode": "soft",
+    "filesystem": {"type": "ext4", "total_bytes": 10 * 2**30, "free_bytes": 2**30},
+    "users": {
+        "alice": {"bytes": 3 * 2**30, "quota_bytes": 2 * 2**30, "groups": ["ml-lab"]},
+        "bob": {"bytes": 4096, "quota_bytes": None, "groups": []},
+    },
+}
+
+
+def test_users_disk_use_and_quotas_are_gauges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What hubops-disk-usage last wrote: each user's use, the quotas that are set, when,
+    and the free space; without the file, none of them."""
+    monkeypatch.delenv(MONITOR_ENV, raising=False)
+    usage = tmp_path / "usage.json"
+    usage.write_text(json.dumps(DISK_USAGE))
+    found = scrape(HubopsCollector("http://127.0.0.1:9/state", str(tmp_path / "j"), str(usage)))
+    assert found["hubops_user_disk_bytes"] == [
+        ({"user": "alice"}, 3 * 2**30),
+        ({"user": "bob"}, 4096),
+    ]
+    assert found["hubops_user_disk_quota_bytes"] == [({"user": "alice"}, 2 * 2**30)]
+    assert found["hubops_user_disk_sampled_timestamp_seconds"] == [({}, 1700000000.0)]
+    assert found["hubops_user_data_free_bytes"] == [({}, 2**30)]
+    usage.unlink()
+    gone = scrape(HubopsCollector("http://127.0.0.1:9/state", str(tmp_path / "j"), str(usage)))
+    assert not any(name.startswith("hubops_user_") for name in gone)
+
+
 def test_a_silent_monitor_reads_as_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MONITOR_ENV, "1")
-    found = scrape(HubopsCollector("http://127.0.0.1:9/state", str(tmp_path / "none")))
+    found = scrape(
+        HubopsCollector(
+            "http://127.0.0.1:9/state", str(tmp_path / "none"), str(tmp_path / "no-usage")
+        )
+    )
     assert found["hubops_gpu_monitor_up"] == [({}, 0)]
     assert "hubops_gpus_total" not in found
 
@@ -109,7 +145,11 @@ def test_without_the_monitor_only_culls_are_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(MONITOR_ENV, raising=False)
-    found = scrape(HubopsCollector("http://127.0.0.1:9/state", str(tmp_path / "none")))
+    found = scrape(
+        HubopsCollector(
+            "http://127.0.0.1:9/state", str(tmp_path / "none"), str(tmp_path / "no-usage")
+        )
+    )
     assert set(found) == {"hubops_culls_total"}
 
 
@@ -121,7 +161,9 @@ def test_the_dashboard_and_the_readme_name_only_metrics_the_hub_serves(
     s = Sample(at=1, gpus=[GPUState("0", GPU0, "g", 1, 1, 1)], apps=[])
     h = Holder("d" * 64, "u", "", ("0",), started=0)
     state.update(view(s, [h], Tracker(busy=5, since=0), Policy("exclusive", pool=("0",)), 2))
-    served = set(scrape(HubopsCollector(url, str(tmp_path / "j")))) | {
+    usage = tmp_path / "usage.json"
+    usage.write_text(json.dumps(DISK_USAGE))
+    served = set(scrape(HubopsCollector(url, str(tmp_path / "j"), str(usage)))) | {
         "hubops_gpu_spawn_failures_total"  # the spawner's counter, in the hub's registry
     }
     root = Path(__file__).parents[2]

@@ -105,7 +105,9 @@ def _path_in(command: str) -> str:
 
 
 def _mount_point(path: str, filesystems: dict[str, tuple[str, str, str]]) -> str:
-    return max((m for m in filesystems if path == m or path.startswith(m.rstrip("/") + "/")), key=len)
+    return max(
+        (m for m in filesystems if path == m or path.startswith(m.rstrip("/") + "/")), key=len
+    )
 
 
 def mounts(filesystems: dict[str, tuple[str, str, str]]) -> Answer:

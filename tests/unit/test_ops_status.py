@@ -36,7 +36,11 @@ READ_ONLY = (
     r"^ls -1 /srv/jupyterhub/backups 2>/dev/null$",
     r"^docker run --rm --network none --user 0:0 .* -c 'ls -1 /srv/jupyterhub/backups "
     r"2>/dev/null'$",
+    r"^cat /srv/jupyterhub/hubops-disk-usage\.json$",
+    r"^docker run --rm --network none --user 0:0 .* -c 'cat /srv/jupyterhub/"
+    r"hubops-disk-usage\.json'$",
 )
+NO_USAGE = r"cat /srv/jupyterhub/hubops-disk-usage\.json"
 
 ALICE_STARTED = datetime(2024, 5, 2, 9, 0, tzinfo=timezone.utc)
 BOB_STARTED = datetime(2024, 5, 2, 11, 30, tzinfo=timezone.utc)
@@ -123,6 +127,7 @@ def running_hub_host(health: object = 200) -> ScriptedHost:
         r"^ls -1 /srv/jupyterhub/backups 2>/dev/null$",
         "20240502T020000.000118Z\n20240430T020000.000042Z\nlost+found\n",
     )
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     return host
 
 
@@ -204,6 +209,7 @@ def test_a_hub_that_cannot_be_probed_says_why(local: tuple[Plan, Environment]) -
     )
     host.on(r"^docker ps --all --quiet ", "")
     host.on(r"^ls -1 /srv/jupyterhub/backups", "", 2)
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     status = read_status(host, settings, plan)
     assert status.health == (
         "the hub does not answer: Error response from daemon: Container 3f1e is restarting, "
@@ -227,6 +233,7 @@ def test_a_stopped_hub_is_not_probed(local: tuple[Plan, Environment]) -> None:
     )
     host.on(r"^docker ps --all --quiet ", "")
     host.on(r"^ls -1 /srv/jupyterhub/backups", "20240501T020000Z\n")
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     status = read_status(host, settings, plan)
     assert (status.hub_state, status.health) == ("exited", "the hub container is exited")
     assert status.version == "5.2.1", "the version is read from the container, running or not"
@@ -278,6 +285,7 @@ def test_a_non_root_deploy_user_lists_backups_through_a_helper_container(
         r"^docker run --rm .* hubops/hub:r1 /host /bin/sh -c 'ls -1 /srv/jupyterhub/backups ",
         "20240430T020000Z\n20240501T020000Z\n",
     )
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     status = read_status(host, settings, plan)
     assert status.last_backup == "20240501T020000Z"
     assert not host.sent(r"^ls "), "the deploy user cannot read the backups itself"
@@ -317,6 +325,7 @@ def test_swarm_servers_are_read_from_the_services(checkout: Checkout) -> None:
     }
     host.on(r"^docker service inspect k2x9qv0b8w1m$", json.dumps([service]))
     host.on(r"^ls -1 /srv/jupyterhub/backups", "")
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     status = read_status(host, settings, plan)
     assert status.servers == [
         Server(
@@ -344,6 +353,7 @@ def test_the_health_probe_asks_under_the_public_url_path(checkout: Checkout) -> 
     host.on(r"^docker exec hubops-pre-hub ", probe(200, 0, []))
     host.on(r"^docker ps --all --quiet ", "")
     host.on(r"^ls -1 /srv/jupyterhub/backups", "")
+    host.on(NO_USAGE, "cat: no such file\n", 1)
     read_status(host, settings, plan)
     [probe_command] = host.sent(r"^docker exec ")
     assert "127.0.0.1:8081/jupyter/hub/health" in probe_command
