@@ -25,9 +25,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -216,13 +218,14 @@ def over_quota(entry: Mapping[str, Any] | None) -> bool:
     return int(entry.get("bytes") or 0) > int(entry["quota_bytes"])
 
 
-def gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
+def human(n: int) -> str:
+    """Bytes as JupyterLab's status bar shows them: GiB with one decimal, MiB below 1 GiB."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{round(n / 2**20)} MiB"
 
 
 def over_quota_message(used: int, quota: int) -> str:
     return (
-        f"Your files use {gib(used)}, over your disk quota of {gib(quota)}. Your server "
+        f"Your files use {human(used)}, over your disk quota of {human(quota)}. Your server "
         "starts: delete or move files (large checkpoints, datasets, ~/.cache) to get under it."
     )
 
@@ -260,7 +263,7 @@ class DiskUsage:
             users[name] = {"bytes": used, "quota_bytes": quota, "groups": groups}
             if over_quota(users[name]):
                 log.warning(
-                    "%s is over their disk quota: %s of %s", name, gib(used), gib(quota or 0)
+                    "%s is over their disk quota: %s of %s", name, human(used), human(quota or 0)
                 )
         fs = os.statvfs(self.root)
         can = path_capability(self.root)
@@ -278,14 +281,19 @@ class DiskUsage:
         return sample
 
     def run(self, every: int) -> None:
+        """Measure now and every ``every`` seconds; SIGUSR1 (to this process, in the hub
+        container) measures at once, e.g. after an operator freed space."""
+        wake = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: wake.set())
         while True:
+            wake.clear()
             try:
                 self.step()
             except Exception as exc:  # the hub starting, a full data disk: try again soon
                 log.error("could not measure users' disk use: %s", exc)
-                time.sleep(min(every, 10))
+                wake.wait(min(every, 10))
                 continue
-            time.sleep(every)
+            wake.wait(every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hubops_hub.diskusage import gib
+from hubops_hub.diskusage import human
 from invoke.context import Context
 from rich.console import Console
 from rich.table import Table
@@ -203,8 +203,8 @@ def status(c: Context, env: str | None = None) -> None:
         for d in found.disk:
             table.add_row(
                 d.user,
-                gib(d.used_bytes),
-                gib(d.quota_bytes) if d.quota_bytes else "-",
+                human(d.used_bytes),
+                human(d.quota_bytes) if d.quota_bytes else "-",
                 "OVER QUOTA" if d.over else "",
             )
         Console().print(table)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from hubops_hub.diskusage import USAGE_FILE, Capability, capability, effective_mode, gib, quota_for
+from hubops_hub.diskusage import (
+    USAGE_FILE,
+    Capability,
+    capability,
+    effective_mode,
+    human,
+    quota_for,
+)
 
 from hubops.config.settings import Environment, mem_bytes
 from hubops.errors import HubopsError
@@ -115,7 +122,7 @@ def quota_warnings(settings: Environment, usage: dict[str, Any] | None) -> list[
         used = int(entry.get("bytes") or 0)
         if quota and used > quota:
             out.append(
-                f"{name} uses {gib(used)}, over the new disk quota of {gib(quota)}: they can "
+                f"{name} uses {human(used)}, over the new disk quota of {human(quota)}: they can "
                 "still start their server and delete files"
             )
     return out

@@ -60,16 +60,18 @@
       'was stopped. Use less memory, or a larger profile.';
   }
 
+  // bytes as the status bar shows them: GiB with one decimal, MiB below 1 GiB
+  const size = n => n >= 1024 ** 3 ? `${gib(n, 1024 ** 3)} GiB` : `${Math.round(n / 1024 ** 2)} MiB`;
+
   function diskText(d) {
-    const used = `${gib(d.used_bytes, 1024 ** 3)}`;
-    return d.quota_bytes == null ? `Disk: ${used} GiB` :
-      `Disk: ${used} / ${gib(d.quota_bytes, 1024 ** 3)} GiB`;
+    return d.quota_bytes == null ? `Disk: ${size(d.used_bytes)}` :
+      `Disk: ${size(d.used_bytes)} / ${size(d.quota_bytes)}`;
   }
 
   function overQuotaMessage(d) {
     // at most 140 characters (apputils MAX_MESSAGE_LENGTH)
-    return `Your files use ${gib(d.used_bytes, 1024 ** 3)} GiB, over your disk quota of ` +
-      `${gib(d.quota_bytes, 1024 ** 3)} GiB. Delete or move files to get under it.`;
+    return `Your files use ${size(d.used_bytes)}, over your disk quota of ` +
+      `${size(d.quota_bytes)}. Delete or move files to get under it.`;
   }
 
   function createPlugin(IStatusBar, ServerConnection, Notification, Widget) {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -37,6 +38,8 @@ from tests.support.verify import (
 )
 
 REPORT_KEY = pytest.StashKey[LoginReport]()
+USER_FS_SIZE = "384M"  # paths.user_data_dir: a tmpfs of this size
+USER_QUOTA = "64M"  # singleuser.disk_quota (soft: tmpfs has no project quotas)
 # what a user server reaches: path -> (without isolation, with it); printed in the summary
 REACH_KEY = pytest.StashKey[dict[str, tuple[str, str]]]()
 
@@ -99,54 +102,67 @@ def target(
     port, http_port = free_port(), free_port()
     public = f"https://127.0.0.1:{port}"
     cert, key = write_cert(root, datetime.now(timezone.utc) + timedelta(days=30))
+    # the users' files on a filesystem of their own, small enough to fill (test_disk.py)
+    users = root / "users"
+    users.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={USER_FS_SIZE},mode=0755", "tmpfs", str(users)],
+        check=True,
+    )
     shared = root / "shared"
     shared.mkdir()
     (shared / "README.txt").write_text("lab data, read-only\n")
-    with running_provider(
-        lab.gateway_ip, CLIENT_ID, CLIENT_SECRET, [f"{public}/hub/oauth_callback"], USERS
-    ) as provider:
-        checkout.write_env(
-            name,
-            "extends: local.yaml\n"
-            f"public_url: {public}\n"
-            f"hub:\n  bind_address: 127.0.0.1\n  port: {port}\n  http_port: {http_port}\n"
-            f"tls:\n  enabled: true\n  cert: {cert}\n  key: {key}\n"
-            "auth:\n  type: gitlab\n  client_id: x\n  gitlab_url: http://x\n"
-            "  allowed_users: [x]\n"
-            "singleuser:\n  image: base\n  mem_limit: 1G\n  cpu_limit: 0.5\n  pids_limit: 256\n"
-            "gpu:\n  policy: all\n"
-            "culling:\n  enabled: false\n"
-            f"paths:\n  config_dir: {root}/etc\n  data_dir: {root}/srv\n"
-            f"  user_data_dir: {root}/users\n  shared_data_dir: {shared}\n"
-            f"  docker_socket: {lab.docker_host.removeprefix('unix://')}\n" + lab.env_yaml(),
-        )
-        set_auth(checkout, name, "gitlab", provider)
-        host = testinfra.get_host(
-            f"ssh://root@127.0.0.1:{lab.ssh_port}",
-            ssh_identity_file=str(lab.key_file),
-            ssh_extra_args=f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes",
-        )
-        t = Target(
-            checkout.root,
-            name,
-            plan=None,
-            host=host,  # type: ignore[arg-type]
-            provider=provider,
-            cert=cert,
-            simulated=True,
-        )
-        t.redeploy()
-        try:
-            yield t
-        finally:
-            for container in lab.client.containers.list(
-                all=True, filters={"label": f"org.hubops.environment={name}"}
-            ):
-                container.remove(force=True)
-            for network in lab.client.networks.list(names=[f"hubops-{name}"]):
-                network.remove()
-            drop_firewall_rules(name)
-            shutil.rmtree(root / "users", ignore_errors=True)
+    try:
+        with running_provider(
+            lab.gateway_ip, CLIENT_ID, CLIENT_SECRET, [f"{public}/hub/oauth_callback"], USERS
+        ) as provider:
+            checkout.write_env(
+                name,
+                "extends: local.yaml\n"
+                f"public_url: {public}\n"
+                f"hub:\n  bind_address: 127.0.0.1\n  port: {port}\n  http_port: {http_port}\n"
+                f"tls:\n  enabled: true\n  cert: {cert}\n  key: {key}\n"
+                "auth:\n  type: gitlab\n  client_id: x\n  gitlab_url: http://x\n"
+                "  allowed_users: [x]\n"
+                "singleuser:\n  image: base\n  mem_limit: 1G\n  cpu_limit: 0.5\n  pids_limit: 256\n"
+                f"  disk_quota: {USER_QUOTA}\n  disk_usage_every: 60\n"
+                "gpu:\n  policy: all\n"
+                "culling:\n  enabled: false\n"
+                f"paths:\n  config_dir: {root}/etc\n  data_dir: {root}/srv\n"
+                f"  user_data_dir: {root}/users\n  shared_data_dir: {shared}\n"
+                f"  docker_socket: {lab.docker_host.removeprefix('unix://')}\n" + lab.env_yaml(),
+            )
+            set_auth(checkout, name, "gitlab", provider)
+            host = testinfra.get_host(
+                f"ssh://root@127.0.0.1:{lab.ssh_port}",
+                ssh_identity_file=str(lab.key_file),
+                ssh_extra_args=f"-o UserKnownHostsFile={lab.known_hosts} "
+                "-o StrictHostKeyChecking=yes",
+            )
+            t = Target(
+                checkout.root,
+                name,
+                plan=None,
+                host=host,  # type: ignore[arg-type]
+                provider=provider,
+                cert=cert,
+                simulated=True,
+            )
+            t.redeploy()
+            try:
+                yield t
+            finally:
+                for container in lab.client.containers.list(
+                    all=True, filters={"label": f"org.hubops.environment={name}"}
+                ):
+                    container.remove(force=True)
+                for network in lab.client.networks.list(names=[f"hubops-{name}"]):
+                    network.remove()
+                drop_firewall_rules(name)
+                shutil.rmtree(root / "users", ignore_errors=True)
+
+    finally:
+        subprocess.run(["umount", "--lazy", str(users)], check=False)
 
 
 @pytest.fixture
