@@ -18,8 +18,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cli import run_invoke
 from tests.support.checkout import Checkout
+from tests.support.cli import run_invoke
 from tests.support.verify import USERS, LoggedIn, Target
 from tests.support.wait import wait_for
 
@@ -130,9 +130,11 @@ def test_a_user_over_the_soft_quota_is_told_and_the_operator_sees_it(
             Checkout(target.checkout_root), "status", "--env", target.name, env={"COLUMNS": "200"}
         )
         assert status.returncode == 0, status.stderr
-        assert "disk use of" in status.stdout and "(soft quotas" in status.stdout, status.stdout
+        assert "disk use of" in status.stdout, status.stdout
+        assert "(soft quotas" in status.stdout, status.stdout
         row = next(line for line in status.stdout.splitlines() if re.search(r"\bbob\b.*MiB", line))
-        assert "64 MiB" in row and "OVER QUOTA" in row, row
+        assert "64 MiB" in row, row
+        assert "OVER QUOTA" in row, row
 
         bob.client.stop_server("bob")
         bob.client.start_server("bob")
