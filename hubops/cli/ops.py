@@ -197,7 +197,8 @@ def status(c: Context, env: str | None = None) -> None:
         Console().print(table)
     if found.disk:
         when = found.disk_sampled_at.strftime("%H:%M UTC") if found.disk_sampled_at else "?"
-        table = Table(title=f"disk use of {name}'s users ({found.disk_mode} quotas, at {when})")
+        echo([f"users' disk use: {found.disk_mode} quotas, measured at {when}"])
+        table = Table(title="disk use")
         for column in ("user", "used", "quota", ""):
             table.add_column(column, overflow="fold")
         for d in found.disk:

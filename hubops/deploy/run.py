@@ -213,7 +213,7 @@ def _deploy(
     problem = (
         tls_problem(settings, snap, host)
         or _disk_problem(files, settings)
-        or _quota_problem(host, files, plan, settings, progress)
+        or _quota_problem(files, plan, settings, progress)
     )
     if problem:
         raise DeployError(f"{problem}. Nothing was changed.")
@@ -375,13 +375,13 @@ def _upgrade_db_command(settings: Environment, image: str) -> str:
 
 
 def _quota_problem(
-    host: Host, files: Host, plan: Plan, settings: Environment, progress: Progress
+    files: Host, plan: Plan, settings: Environment, progress: Progress
 ) -> str | None:
     """disk_quota_mode hard on a filesystem that cannot enforce it; else the mode the host
     gets, and the users whose use is above their new quota (allowed: they are told)."""
     if settings.cluster != "docker":
         return None
-    can = quotas.host_capability(host, settings)
+    can = quotas.host_capability(files, settings)  # root's view: the path may be private
     problem = quotas.hard_mode_problem(
         settings, can, f"config/environments/{plan.environment}.yaml"
     )

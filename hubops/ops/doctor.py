@@ -327,7 +327,8 @@ def check_quota(ctx: Context) -> list[Check]:
     if settings.cluster != "docker":
         return [Check("disk quota", "skip", f"cluster {settings.cluster}: not the hub host's")]
     su, p = settings.singleuser, settings.paths
-    can = quotas.host_capability(ctx.host, settings)
+    files = ctx.files() or ctx.host  # root's view: a deploy user may not see the paths
+    can = quotas.host_capability(files, settings)
     env_file = f"config/environments/{ctx.plan.environment}.yaml"
     out = []
     problem = quotas.hard_mode_problem(settings, can, env_file)
@@ -336,7 +337,7 @@ def check_quota(ctx: Context) -> list[Check]:
     else:
         out.append(Check("disk quota", "ok", quotas.mode_line(settings, can)))
     hard = su.has_disk_quota and su.disk_quota_mode != "soft" and can.mode == "hard"
-    if not hard and quotas.same_filesystem(ctx.host, p.data_dir, p.user_data_dir):
+    if not hard and quotas.same_filesystem(files, p.data_dir, p.user_data_dir):
         out.append(
             Check(
                 "disk shared",
