@@ -16,6 +16,8 @@ c.ServerApp.jpserver_extensions = {
     # the user's GPUs and OOM kills for the status bar (singleuser/hubops_usage)
     "hubops_usage": True,
 }
+# A save on a full disk (or over a hard disk quota) says so, and what to do (hubops_usage).
+c.ServerApp.contents_manager_class = "hubops_usage.contents.HubopsFileManager"
 # The extension manager lists what the image holds; it does not search PyPI from the lab.
 c.LabApp.extension_manager = "readonly"
 

@@ -156,6 +156,12 @@ def test_a_full_disk_takes_nobody_else_down(
     message that says why. Once bob deletes his file, her save works."""
     target = simulated
     users = target.env.settings.paths.user_data_dir
+
+    def save(name: str, text: str) -> Any:
+        body = {"type": "file", "format": "text", "content": text}
+        return alice.client.contents("alice", "PUT", name, json=body)
+
+    assert save("results.txt", "version 1\n").status_code in (200, 201)
     filled = as_user(target, bob, f"head -c 1G /dev/zero > {HOME}/fill.bin")
     try:
         assert filled.rc != 0, "the tmpfs is smaller than 1G: the write must hit its end"
@@ -179,11 +185,16 @@ def test_a_full_disk_takes_nobody_else_down(
         alice.client.start_server("alice")
         assert alice.client.lab_status("alice") == 200
 
-        body = {"type": "file", "format": "text", "content": "x" * 65536}
-        saved = alice.client.contents("alice", "PUT", "results.txt", json=body)
-        assert saved.status_code >= 400, "a save on a full disk cannot succeed"
-        assert "No space left on device" in saved.json().get("message", ""), saved.text
+        # saves fail with why and what to do; the last saved version stays, nothing half-new
+        for name in ("results.txt", "new.txt"):
+            saved = save(name, "x" * 65536)
+            assert saved.status_code == 507, saved.text
+            said = saved.json()["message"]
+            assert said.startswith("Not saved: the disk that holds your files is full."), said
+            assert "Delete files you do not need" in said
+        kept = alice.client.contents("alice", "GET", "results.txt").json()
+        assert kept["content"] == "version 1\n", "the last saved version is kept"
+        assert alice.client.contents("alice", "GET", "new.txt").status_code == 404
     finally:
         as_user(target, bob, f"rm -f {HOME}/fill.bin")
-    saved = alice.client.contents("alice", "PUT", "results.txt", json=body)
-    assert saved.status_code in (200, 201), saved.text
+    assert save("results.txt", "version 2\n").status_code == 200, "room again: saves work"
