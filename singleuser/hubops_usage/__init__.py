@@ -13,7 +13,8 @@ labextension polls every 5 s:
 - ``disk``: how much the user's directory (HOME) holds, against their disk quota
   (HUBOPS_DISK_QUOTA_BYTES, which hubops' spawner sets; absent: no quota). The first figure is
   the hub's last measurement (HUBOPS_DISK_USED_BYTES); the server measures again with a niced
-  ``du`` at most once per HUBOPS_DISK_EVERY seconds (default 600), in the background.
+  ``du`` once per HUBOPS_DISK_EVERY seconds (default 600), in the background, and when a
+  JupyterLab opens (``?fresh=1`` on its first poll; at most once per FRESH_SECONDS).
 
 Polling is not the user's activity: the handler does not count as API activity
 (``_track_activity``), nor does jupyter-resource-usage's, which this extension marks the same
@@ -35,6 +36,7 @@ QUERY = ("index", "name", "utilization.gpu", "memory.used", "memory.total")
 KEYS = ("index", "name", "utilization_gpu", "memory_used_mib", "memory_total_mib")
 CGROUP_EVENTS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 CACHE_SECONDS = 2.0
+FRESH_SECONDS = 10.0  # a JupyterLab that opens measures the disk again, at most this often
 NVIDIA_SMI_TIMEOUT = 5.0
 
 
@@ -91,11 +93,16 @@ class Disk:
         self.used = _env_int("HUBOPS_DISK_USED_BYTES")
         self.measured_at: float | None = None
         self._next = 0.0
+        self._started = -FRESH_SECONDS
         self._task: asyncio.Task[None] | None = None
 
-    def snapshot(self) -> dict[str, Any]:
-        if self._task is None and time.monotonic() >= self._next:
-            self._next = time.monotonic() + self.every
+    def snapshot(self, fresh: bool = False) -> dict[str, Any]:
+        """The last figures; a measurement starts when they are ``every`` seconds old, or
+        (``fresh``: a JupyterLab that has just opened) more than FRESH_SECONDS old."""
+        now = time.monotonic()
+        due = now >= self._next or (fresh and now >= self._started + FRESH_SECONDS)
+        if self._task is None and due:
+            self._started, self._next = now, now + self.every
             self._task = asyncio.ensure_future(self._measure())
         over = self.quota is not None and self.used is not None and self.used > self.quota
         return {
@@ -193,7 +200,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
                     "gpu_error": error,
                     "oom_kills": oom_kills(),
                     "memory_limit_bytes": memory_limit(),
-                    "disk": disk.snapshot(),
+                    "disk": disk.snapshot(fresh=self.get_argument("fresh", "") == "1"),
                 }
             )
 

@@ -99,6 +99,7 @@
         const url = settings.baseUrl.replace(/\/?$/, '/') + 'api/hubops/usage?no_track_activity=1';
         let oomKills = null; // value from the first successful response
         let busy = false;
+        let first = true;
 
         function render(data) {
           const gpus = Array.isArray(data.gpus) ? data.gpus : [];
@@ -138,7 +139,10 @@
           if (busy || document.hidden) return;
           busy = true;
           try {
-            const resp = await ServerConnection.makeRequest(url, { method: 'GET' }, settings);
+            // the first poll of a JupyterLab that opens asks for fresh disk figures
+            const ask = first ? url + '&fresh=1' : url;
+            first = false;
+            const resp = await ServerConnection.makeRequest(ask, { method: 'GET' }, settings);
             if (!resp.ok) return; // keep the last text; try again next tick
             const data = await resp.json();
             render(data);

@@ -5,6 +5,7 @@ out of the users' activity."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,33 @@ def test_the_proxys_traffic_is_not_the_users_activity() -> None:
     assert out["/user/bob/"]["data"] == {"user": "bob", "server_name": ""}
     assert out["/"]["data"] == {"hub": True}
     assert HubopsProxy.get_all_routes is not HubopsProxy.__mro__[1].get_all_routes
+
+
+def test_the_servers_disk_figure_starts_from_the_hubs_and_is_measured_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first answer is the hub's figure (no wait for du); the measurement it starts
+    replaces it; a JupyterLab that opens within FRESH_SECONDS does not start another."""
+    monkeypatch.setenv("HUBOPS_DISK_QUOTA_BYTES", str(2**20))
+    monkeypatch.setenv("HUBOPS_DISK_USED_BYTES", "5")
+    monkeypatch.setenv("HUBOPS_DISK_EVERY", "600")
+    (tmp_path / "data").write_bytes(os.urandom(2 * 2**20))
+
+    async def run() -> list[dict[str, Any]]:
+        disk = hubops_usage.Disk(str(tmp_path))
+        first = disk.snapshot(fresh=True)
+        while disk._task is not None:
+            await asyncio.sleep(0.05)
+        second = disk.snapshot(fresh=True)
+        return [first, second, {"task": disk._task}]
+
+    first, second, rest = asyncio.run(run())
+    assert first == {
+        "used_bytes": 5,
+        "quota_bytes": 2**20,
+        "over_quota": False,
+        "measured_at": None,
+    }
+    assert second["used_bytes"] >= 2 * 2**20
+    assert second["over_quota"] is True
+    assert rest["task"] is None, "fresh again within FRESH_SECONDS: no second du"

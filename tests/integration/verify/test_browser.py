@@ -137,18 +137,35 @@ def _status_bar_shows_the_users_own_usage(page: Page, target: Target, username: 
     if target.simulated:
         assert "79.6 GiB" in gpus, f"not the simulated GPUs' memory: {gpus!r}"
         assert "SIMULATED" in (gpu.get_attribute("title") or ""), "the item names the GPU"
+    quota = int(env.get("HUBOPS_DISK_QUOTA_BYTES") or 0)
+    if quota:  # the user's files against their disk quota
+        disk = page.locator(".hubops-usage-disk")
+        disk.wait_for(timeout=30_000)
+        shown_quota = f"{quota / 2**30:.1f} GiB" if quota >= 2**30 else f"{round(quota / MIB)} MiB"
+        said = disk.inner_text()
+        assert re.fullmatch(rf"Disk: [\d.]+ (MiB|GiB) / {re.escape(shown_quota)}", said), said
 
 
 def test_the_user_is_told_when_the_server_hits_its_memory_limit(
     target: Target, provider: Provider, browser: Browser, bob: LoggedIn
 ) -> None:
     """A process killed at the container's memory limit (here one in a terminal, as a
-    kernel's would be) brings up a notification in the user's open JupyterLab."""
+    kernel's would be) brings up a notification in the user's open JupyterLab; so does
+    being over the disk quota, and the disk item turns red."""
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
     page = context.new_page()
+    quota = int(_server_env(target, "bob").get("HUBOPS_DISK_QUOTA_BYTES") or 0)
+    if quota:  # bob is over his disk quota: his JupyterLab measures it and tells him
+        target.in_container(bob.container, f"head -c {quota + 8 * MIB} /dev/zero > ~/over.bin")
     try:
         _sign_in(page, target, "bob")
         page.locator(".hubops-usage-gpu").wait_for(timeout=60_000)  # it has polled once
+        if quota:
+            warning = page.locator(".jp-Notification-Toast-warning .jp-toast-message")
+            warning.wait_for(timeout=30_000)
+            said = warning.inner_text()
+            assert "over your disk quota of" in said, said
+            assert page.locator(".hubops-usage-disk.hubops-usage-over").count() == 1
         limit = int(_server_env(target, "bob")["MEM_LIMIT"])
         hit_the_memory_limit(bob.client, "bob", limit)
         toast = page.locator(".jp-Notification-Toast-error .jp-toast-message")
@@ -159,3 +176,4 @@ def test_the_user_is_told_when_the_server_hits_its_memory_limit(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-oom-notice.png"), full_page=True)
         context.close()
+        target.in_container(bob.container, "rm -f ~/over.bin")
