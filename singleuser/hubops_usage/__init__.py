@@ -10,7 +10,7 @@ labextension polls every 5 s:
   (``memory.events`` on cgroup v2, ``memory.oom_control`` on v1), so the front end can tell the
   user that their kernel died because the server hit its memory limit, not for no reason.
 - ``memory_limit_bytes``: the server's limit (MEM_LIMIT, which JupyterHub's spawner sets).
-- ``disk``: how much the user's directory (HOME) holds, against their disk quota
+- ``disk``: how much the user's directory (the server's root_dir) holds, against their disk quota
   (HUBOPS_DISK_QUOTA_BYTES, which hubops' spawner sets; absent: no quota). The first figure is
   the hub's last measurement (HUBOPS_DISK_USED_BYTES); the server measures again with a niced
   ``du`` once per HUBOPS_DISK_EVERY seconds (default 600), in the background, and when a
@@ -186,7 +186,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from tornado import web
 
     usage = Usage()
-    disk = Disk()
+    disk = Disk(serverapp.root_dir)  # the user's files: their directory, mounted there
 
     class UsageHandler(APIHandler):  # type: ignore[misc]
         _track_activity = False  # the status bar polls it: not the user's activity
