@@ -17,6 +17,7 @@ from tests.support.checkout import REPO_ROOT
 from tests.support.jupyter import hit_the_memory_limit
 from tests.support.oauth_provider import Provider
 from tests.support.verify import USERS, LoggedIn, Target
+from tests.support.wait import wait_for
 
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
 NOTEBOOK = {
@@ -157,6 +158,15 @@ def test_the_user_is_told_when_the_server_hits_its_memory_limit(
     quota = int(_server_env(target, "bob").get("HUBOPS_DISK_QUOTA_BYTES") or 0)
     if quota:  # bob is over his disk quota: his JupyterLab measures it and tells him
         target.in_container(bob.container, f"head -c {quota + 8 * MIB} /dev/zero > ~/over.bin")
+        # his server measures again at most every 10 s when asked (a JupyterLab opening);
+        # the page below then has the figure at its first poll
+        wait_for(
+            lambda: bob.client.server("bob", "GET", "api/hubops/usage?fresh=1").json()["disk"][
+                "over_quota"
+            ],
+            30,
+            "bob's server to measure his files",
+        )
     try:
         _sign_in(page, target, "bob")
         page.locator(".hubops-usage-gpu").wait_for(timeout=60_000)  # it has polled once
