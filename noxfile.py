@@ -53,7 +53,8 @@ def gpu(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Integration tests on real parts: Docker engine, registry (started by the fixtures)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/integration", *session.posargs)
+    # the slowest tests' times, so that the suite's time is spent where it tells something
+    session.run("pytest", "--durations=30", "tests/integration", *session.posargs)
 
 
 @nox.session(default=False, tags=["pytorch"])
