@@ -167,10 +167,15 @@ def archive_user_dir(root: str, prefix: str, name: str, when: float) -> str | No
     return target
 
 
+def archive_pattern(prefix: str, name: str) -> re.Pattern[str]:
+    """The file names of ``name``'s archives (``archive_name``'s), to match whole."""
+    return re.compile(re.escape(prefix + escape_username(name)) + r"-\d{8}T\d{6}Z\.tar\.gz")
+
+
 def archives(root: str, prefix: str, name: str) -> list[str]:
     """The archives of ``name``'s directory, oldest first."""
     folder = os.path.join(root, ARCHIVE_DIR)
-    pattern = re.compile(re.escape(prefix + escape_username(name)) + r"-\d{8}T\d{6}Z\.tar\.gz")
+    pattern = archive_pattern(prefix, name)
     try:
         found = sorted(f for f in os.listdir(folder) if pattern.fullmatch(f))
     except FileNotFoundError:

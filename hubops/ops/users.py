@@ -4,11 +4,10 @@ users.purge`` deletes those archives for good."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from shlex import quote
 
-from hubops_hub.userdirs import ARCHIVE_DIR, USER_DIR_PREFIX, escape_username
+from hubops_hub.userdirs import ARCHIVE_DIR, USER_DIR_PREFIX, archive_pattern
 
 from hubops.config.settings import Environment
 from hubops.errors import HubopsError
@@ -22,10 +21,9 @@ def archive_dir(settings: Environment) -> str:
 def user_archives(files: Host, settings: Environment, user: str) -> list[str]:
     """The archives of ``user``'s directory on the host, oldest first."""
     try:
-        escaped = escape_username(user)
+        pattern = archive_pattern(USER_DIR_PREFIX, user)
     except ValueError as exc:
         raise HubopsError(f"--user {user!r}: {exc}") from None
-    pattern = re.compile(re.escape(USER_DIR_PREFIX + escaped) + r"-\d{8}T\d{6}Z\.tar\.gz")
     listing = files.run(f"ls -1 {quote(archive_dir(settings))} 2>/dev/null", check=False)
     return [
         f"{archive_dir(settings)}/{name}"
