@@ -18,6 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from hubops.errors import DeployError
 from tests.support.checkout import Checkout
 from tests.support.cli import run_invoke
 from tests.support.verify import USERS, LoggedIn, Target
@@ -198,3 +199,32 @@ def test_a_full_disk_takes_nobody_else_down(
     finally:
         as_user(target, bob, f"rm -f {HOME}/fill.bin")
     assert save("results.txt", "version 2\n").status_code == 200, "room again: saves work"
+
+
+def test_hard_quotas_where_the_filesystem_cannot_enforce_them_change_nothing(
+    simulated: Target,
+) -> None:
+    """disk_quota_mode: hard on the users' tmpfs: the deploy stops with one line that names
+    the file, the key, the value and the fix, before it changes anything: the hub container
+    and its config stay as they were."""
+    target = simulated
+    hub_before = target.inspect(hub(target))["Id"]
+    config = Path(target.env.settings.paths.config_dir, "jupyterhub_config.py")
+    config_before = config.read_text()
+    checkout = Checkout(target.checkout_root)
+    checkout.set_setting(target.name, "singleuser.disk_quota_mode", "hard")
+    try:
+        with pytest.raises(DeployError) as refused:
+            target.redeploy()
+    finally:
+        checkout.set_setting(target.name, "singleuser.disk_quota_mode", None)
+    said = str(refused.value)
+    assert said.startswith(
+        f"config/environments/{target.name}.yaml: singleuser.disk_quota_mode is 'hard', but "
+        f"{target.env.settings.paths.user_data_dir} cannot enforce quotas: tmpfs has no "
+        "project quotas"
+    ), said
+    assert "Set singleuser.disk_quota_mode: auto (or soft)" in said
+    assert said.endswith("Nothing was changed."), said
+    assert target.inspect(hub(target))["Id"] == hub_before, "the hub was not replaced"
+    assert config.read_text() == config_before
