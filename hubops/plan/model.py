@@ -73,6 +73,10 @@ GPU_MONITOR = "hubops-gpus"  # the GPU monitor's service (hubops_hub.gpumon)
 REAPER = "hubops-reaper"  # removes user servers the hub's DB does not know (hubops_hub.reaper)
 REAPER_SCOPES = ["list:users", "read:servers"]
 METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
+# hubops' own day-two tasks (data.restore --in-place stops a user's server): an API-only
+# service whose token is generated on the hub host and used there, from inside the hub
+OPS_SERVICE = "hubops-ops"
+OPS_SCOPES = ["read:users:name", "read:servers", "delete:servers"]
 
 
 class _Frozen(BaseModel):
