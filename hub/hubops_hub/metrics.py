@@ -8,14 +8,17 @@ monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most) and the cull
 
 from __future__ import annotations
 
+import calendar
 import os
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hubops_hub import culling
+from hubops_hub import culling, databackup
 from hubops_hub.gpumon import STATE_URL, read_state
 
 MONITOR_ENV = "HUBOPS_GPU_MONITOR"  # set (to "1") in the hub container when the monitor runs
@@ -30,9 +33,15 @@ SPAWN_FAILURES = Counter(
 
 
 class HubopsCollector(Collector):
-    def __init__(self, state_url: str = STATE_URL, journal: str = culling.JOURNAL) -> None:
+    def __init__(
+        self,
+        state_url: str = STATE_URL,
+        journal: str = culling.JOURNAL,
+        backup_record: str = databackup.RECORD,
+    ) -> None:
         self.state_url = state_url
         self.journal = journal
+        self.backup_record = backup_record
 
     def collect(self) -> Iterator[Metric]:
         culls = CounterMetricFamily(
@@ -42,6 +51,7 @@ class HubopsCollector(Collector):
         for reason in culling.REASONS:
             culls.add_metric([reason], found.get(reason, 0))
         yield culls
+        yield from backup_metrics(databackup.read_record(self.backup_record))
         if not os.environ.get(MONITOR_ENV):
             return
         state = read_state(self.state_url)
@@ -91,6 +101,50 @@ class HubopsCollector(Collector):
         for h in state["holders"]:
             holder.add_metric([h["user"], h["server"], ",".join(h["gpus"])], h["idle_seconds"])
         yield holder
+
+
+def _timestamp(text: object) -> float | None:
+    """Seconds since the epoch of a record's UTC time (2024-05-01T03:00:02Z)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def backup_metrics(record: dict[str, Any] | None) -> Iterator[Metric]:
+    """The last backup of the users' files (hubops_hub.databackup's record), for an alert on
+    its age or its failure; nothing before the first run."""
+    if record is None:
+        return
+    yield GaugeMetricFamily(
+        "hubops_user_backup_last_run_ok",
+        "1 when the last backup of the users' files worked, 0 when it failed.",
+        value=int(bool(record.get("ok"))),
+    )
+    for name, key, help_text in (
+        ("last_run_timestamp_seconds", "time", "When the last backup of the users' files ran."),
+        (
+            "last_success_timestamp_seconds",
+            "last_success",
+            "When a backup of the users' files last worked.",
+        ),
+    ):
+        when = _timestamp(record.get(key))
+        if when is not None:
+            yield GaugeMetricFamily(f"hubops_user_backup_{name}", help_text, value=when)
+    if not record.get("ok"):
+        return
+    for name, key, help_text in (
+        ("last_duration_seconds", "seconds", "How long the last backup took."),
+        ("last_files", "files", "Files in the last snapshot."),
+        ("last_bytes", "bytes", "Bytes of the users' files in the last snapshot."),
+        ("last_added_bytes", "bytes_added", "Bytes the last backup added to the repository."),
+    ):
+        value = record.get(key)
+        if isinstance(value, int | float):
+            yield GaugeMetricFamily(f"hubops_user_backup_{name}", help_text, value=value)
 
 
 _registered: list[HubopsCollector] = []

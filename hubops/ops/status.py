@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from hubops_hub.labels import (
     LABEL_ENV,
@@ -29,6 +30,7 @@ from hubops.errors import HubopsError
 from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
+from hubops.ops.databackup import read_record
 from hubops.plan.model import DB_FILE, HUB_DATA_DIR, Plan
 
 # Run in the hub container: its health (the URL: argv[1], under the hub's base_url), and
@@ -72,6 +74,8 @@ class Status:
     servers: list[Server] = field(default_factory=list)
     last_deploy: str | None = None  # when the running hub container was made
     last_backup: str | None = None  # the newest backup's ID (a UTC time stamp)
+    # the last run of the users' files' backup (hubops.ops.databackup's record), None: none yet
+    last_data_backup: dict[str, Any] | None = None
 
     @property
     def gpus_held(self) -> list[str]:
@@ -114,6 +118,7 @@ def read_status(host: Host, settings: Environment, plan: Plan) -> Status:
     if files is not None:
         backups = list_backups(files, settings)
         out.last_backup = backups[-1] if backups else None
+        out.last_data_backup = read_record(files, settings)
     return out
 
 
