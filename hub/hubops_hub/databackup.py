@@ -191,20 +191,15 @@ def backup(restic: Restic, keep: dict[str, int], record: str = RECORD) -> dict[s
         "repository": restic.repository,
         "last_success": last.get("last_success"),
     }
+    # every restic command derives the key again (scrypt, ~0.5 s): a run asks for nothing it
+    # does not need, and makes the repository or clears stale locks only when restic says so
+    args = ("backup", "--json", "--host", restic.host, *(f"--exclude={p}" for p in EXCLUDES))
     try:
-        if not restic.opens():
+        done = restic.run(*args, USERS, quiet=False)
+        if done.returncode not in (0, 3) and classify(done.stderr)[0] == "missing":
             restic.must("init")
             out["initialised"] = True
-        restic.run("unlock")  # stale locks of a run that was killed (restic's own rule)
-        done = restic.run(
-            "backup",
-            "--json",
-            "--host",
-            restic.host,
-            *(f"--exclude={pattern}" for pattern in EXCLUDES),
-            USERS,
-            quiet=False,
-        )
+            done = restic.run(*args, USERS, quiet=False)
         # 3: the snapshot was made, but some files could not be read (they were named)
         if done.returncode not in (0, 3):
             raise Failed(*classify(done.stderr))
@@ -219,7 +214,13 @@ def backup(restic: Restic, keep: dict[str, int], record: str = RECORD) -> dict[s
         )
         if done.returncode == 3:
             out["warning"] = "some files could not be read: " + classify(done.stderr)[1]
-        restic.must("forget", "--prune", "--host", restic.host, *forget_args(keep))
+        forget = ("forget", "--prune", "--host", restic.host, *forget_args(keep))
+        pruned = restic.run(*forget)
+        if pruned.returncode != 0 and classify(pruned.stderr)[0] == "locked":
+            restic.run("unlock")  # only locks restic itself calls stale (a killed run's)
+            pruned = restic.run(*forget)
+        if pruned.returncode != 0:
+            raise Failed(*classify(pruned.stderr))
         out.update(ok=True, error=None, kind=None, last_success=now_iso())
     except Failed as exc:
         out.update(ok=False, error=exc.error, kind=exc.kind)
