@@ -57,6 +57,7 @@ SSH_OPTIONS = (
     "-o ConnectTimeout=10 -o ServerAliveInterval=30 -o ServerAliveCountMax=4"
 )
 RUN_TIMEOUT = 24 * 3600.0  # a first backup of a large lab takes hours
+READ_MARK = "=== hubops: the script"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -418,11 +419,6 @@ def check_target(
     return str(found.get("repository"))
 
 
-def _sha256(files: Host, path: str) -> str | None:
-    found = files.run(f"sha256sum {quote(path)} 2>/dev/null", check=False)
-    return found.stdout.split()[0] if found.ok and found.stdout.strip() else None
-
-
 @dataclass(frozen=True)
 class Installed:
     changed: list[str]  # what was written
@@ -439,23 +435,32 @@ def install(
     """The password file and the script on the hub host, written where they differ. With a
     different password (or an sftp target) the target is asked first (``image``: the hub
     image; None: the host has no hub yet, nothing can be asked), and a bad one changes nothing."""
-    pw_path = password_path(settings)
-    same = (
-        _sha256(files, pw_path) == hashlib.sha256(password.get_secret_value().encode()).hexdigest()
-    )
+    pw_path, path = password_path(settings), script_path(settings)
+    # one read (for a deploy user that is not root, each is a helper container): the
+    # password's digest, then the script as it is
+    found = files.run(
+        f"sha256sum {quote(pw_path)} 2>/dev/null | cut -c1-64; echo {quote(READ_MARK)}; "
+        f"cat {quote(path)} 2>/dev/null",
+        check=False,
+    ).stdout
+    digest, _, current = found.partition(f"{READ_MARK}\n")
+    wanted = hashlib.sha256(password.get_secret_value().encode()).hexdigest()
+    same = digest.strip() == wanted
     if image is not None and (not same or local_repository(settings) is None):
         check_target(host, files, settings, env, image, password)
-    changed = []
+    changed: list[str] = []
+    text = script(settings, env)
+    if same and current == text:
+        return Installed(changed)
     d = settings.paths.data_dir
-    files.run(f"install -d -m 700 {quote(d)} {quote(d + '/secrets')}")
+    files.run(
+        f"install -d -m 700 {quote(d)} {quote(d + '/secrets')} && "
+        f"mkdir -p {quote(posixpath.dirname(path))}"
+    )
     if not same:
         write_atomic(files, pw_path, password.get_secret_value(), mode="0600")
         changed.append(f"wrote the backup password to {pw_path}")
-    text = script(settings, env)
-    path = script_path(settings)
-    current = files.run(f"cat {quote(path)} 2>/dev/null", check=False).stdout
     if current != text:
-        files.run(f"mkdir -p {quote(posixpath.dirname(path))}")
         write_atomic(files, path, text, mode="0700")
         changed.append(f"wrote {path}")
     return Installed(changed)

@@ -431,8 +431,8 @@ class Files:
         self.written: dict[str, str] = {}
         host.on(r"^umask 077; cat > ", answer=self.write_atomic)
         host.on(r"^mkdir -p \S+ && cat > \S+ && mv -f ", answer=self.write_atomic)
+        host.on(r"^sha256sum \S+ 2>/dev/null \| cut -c1-64; echo ", answer=self.read_both)
         host.on(r"^cat (\S+) 2>/dev/null$", answer=self.cat)
-        host.on(r"^sha256sum (\S+) 2>/dev/null$", answer=self.sha256)
 
     def write_atomic(self, command: str, stdin: str | None) -> str:
         path = re.search(r"mv -f \S+ (\S+)$", command)
@@ -445,11 +445,15 @@ class Files:
         path = command.split()[1]
         return (0, self.written[path]) if path in self.written else (1, "")
 
-    def sha256(self, command: str, _stdin: str | None) -> tuple[int, str]:
-        path = command.split()[1]
-        if path not in self.written:
-            return 1, ""
-        return 0, f"{hashlib.sha256(self.written[path].encode()).hexdigest()}  {path}\n"
+    def read_both(self, command: str, _stdin: str | None) -> str:
+        """The password file's digest, a mark, the script (databackup.install's one read)."""
+        password, script = command.split()[1], command.split()[-2]
+        found = self.written.get(password)
+        return (
+            (hashlib.sha256(found.encode()).hexdigest() + "\n" if found is not None else "")
+            + f"{databackup.READ_MARK}\n"
+            + self.written.get(script, "")
+        )
 
 
 def systemd_host(
@@ -458,8 +462,7 @@ def systemd_host(
     host = ScriptedHost()
     host.on(r"^systemd-analyze calendar ", "  Original form: *-*-* 03:00:00\n")
     host.on(r"^docker container inspect hubops-t-hub$", "[]\n", 1)  # no hub yet
-    host.on(r"^install -d -m 700 /srv/jupyterhub /srv/jupyterhub/secrets$", "")
-    host.on(r"^mkdir -p /etc/jupyterhub$", "")
+    host.on(r"^install -d -m 700 /srv/jupyterhub /srv/jupyterhub/secrets && mkdir -p ", "")
     store = Files(host)
     store.written.update(files or {})
     enabled = "hubops-data-backup-t.timer" in str(files)
