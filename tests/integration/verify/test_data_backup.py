@@ -4,13 +4,16 @@ data.restore` beside the user's files and in place, `invoke status` and /hub/met
 input (a wrong password, a backup host that does not answer), which changes nothing.
 
 One history is shared by the tests of this module (the suite's time is short): alice's and
-bob's files, a backup, changes, a second backup by the timer's own command.
+bob's files, a backup, changes, a second backup by the timer's own command. What the tests
+look at on the host is read in one command each (every testinfra command is an SSH session).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +30,7 @@ from tests.support.wait import wait_for
 
 # a uid and gid of their own (as with host_uids: per-user): a restore keeps owners
 OWNER = (4242, 4343)
+ALICE = (1000, 100)  # singleuser.uid:gid (host_uids: shared)
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,46 @@ class History:
         return f"{self.users}/jupyterhub-user-{user}"
 
 
+@dataclass(frozen=True)
+class Seen:
+    uid: int
+    gid: int
+    mode: int
+    text: str  # a file's content, or a directory's entries (one per line, sorted)
+
+
+def look(target: Target, *paths: str) -> dict[str, Seen | None]:
+    """Owner, mode and content (or entries) of each path on the host, in one command."""
+    script = (
+        'for p in "$@"; do if [ -d "$p" ]; then k=d; elif [ -e "$p" ]; then k=f; else k=-; fi; '
+        'printf "%s\\t%s\\t" "$p" "$k"; [ "$k" = - ] && { echo; continue; }; '
+        "printf '%s\\t' \"$(stat -c '%u %g %a' \"$p\")\"; "
+        'if [ "$k" = d ]; then ls -A "$p" | sort | base64 -w0; else base64 -w0 "$p"; fi; echo; '
+        "done"
+    )
+    out = target.host.check_output(f"sh -c {shlex.quote(script)} sh {shlex.join(paths)}")
+    found: dict[str, Seen | None] = {}
+    for line in out.splitlines():
+        path, kind, *rest = line.split("\t")
+        if kind == "-":
+            found[path] = None
+            continue
+        uid, gid, mode = rest[0].split()
+        text = base64.b64decode(rest[1]).decode() if len(rest) > 1 else ""
+        found[path] = Seen(int(uid), int(gid), int(mode, 8), text.strip() if kind == "d" else text)
+    return found
+
+
 def invoke(target: Target, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     done = run_invoke(Checkout(target.checkout_root), *args, "--env", target.name, env=env)
     return done.returncode, done.stdout, done.stderr
 
 
-def write(target: Target, path: str, text: str, owner: tuple[int, int] = (1000, 100)) -> None:
-    target.host.check_output(
-        f"mkdir -p $(dirname {path}) && printf %s {text!r} > {path} && "
-        f"chown {owner[0]}:{owner[1]} {path}"
+def writes(*files: tuple[str, str, tuple[int, int]]) -> str:
+    """A shell command that writes each (path, text, owner)."""
+    return " && ".join(
+        f"mkdir -p $(dirname {p}) && printf %s {shlex.quote(text)} > {p} && chown {u}:{g} {p}"
+        for p, text, (u, g) in files
     )
 
 
@@ -75,33 +110,33 @@ def history(target: Target, alice: LoggedIn, bob: LoggedIn) -> Iterator[History]
     if not target.simulated:
         pytest.skip("backs up and restores users' files: runs on the suites' own deployment")
     settings = target.env.settings
-    h = History(
-        Checkout(target.checkout_root),
-        settings.paths.user_data_dir,
-        f"{settings.paths.data_dir}/user-backups",
-        "",
-        "",
-    )
-    a, b = h.dir("alice"), h.dir("bob")
+    users = settings.paths.user_data_dir
+    a, b = f"{users}/jupyterhub-user-alice", f"{users}/jupyterhub-user-bob"
     try:
-        write(target, f"{a}/notes.txt", "v1")
-        write(target, f"{a}/gone.txt", "deleted after the first backup")
-        write(target, f"{a}/results/owned.csv", "1,2,3", OWNER)
         target.host.check_output(
-            f"chown {OWNER[0]}:{OWNER[1]} {a}/results && chmod 0705 {a}/results"
+            writes(
+                (f"{a}/notes.txt", "v1", ALICE),
+                (f"{a}/gone.txt", "deleted after the first backup", ALICE),
+                (f"{a}/results/owned.csv", "1,2,3", OWNER),
+                (f"{b}/bob.txt", "bob v1", ALICE),
+            )
+            + f" && chown {OWNER[0]}:{OWNER[1]} {a}/results && chmod 0705 {a}/results"
         )
-        write(target, f"{b}/bob.txt", "bob v1")
         code, out, err = invoke(target, "data.backup")
         assert code == 0, err
         between = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        write(target, f"{a}/notes.txt", "v2")
-        target.host.check_output(f"rm {a}/gone.txt")
-        write(target, f"{b}/bob.txt", "bob v2")
         script = f"{settings.paths.config_dir}/hubops-data-backup.sh"
-        by_timer = target.host.run(f"/bin/sh {script}")
+        changes = writes((f"{a}/notes.txt", "v2", ALICE), (f"{b}/bob.txt", "bob v2", ALICE))
+        by_timer = target.host.run(f"{changes} && rm {a}/gone.txt && /bin/sh {script}")
         assert by_timer.rc == 0, by_timer.stderr
         assert '"ok": true' in by_timer.stdout, by_timer.stdout
-        yield History(h.checkout, h.users, h.repository, between, out)
+        yield History(
+            Checkout(target.checkout_root),
+            users,
+            f"{settings.paths.data_dir}/user-backups",
+            between,
+            out,
+        )
     finally:  # the files this module wrote, the restored copies
         target.host.run(f"rm -rf {a}/notes.txt {a}/gone.txt {a}/results {a}/restored-* {b}/bob.txt")
 
@@ -112,15 +147,19 @@ def test_a_backup_and_the_timers_command_make_encrypted_snapshots(
     """The first run makes the password (in the checkout's git-ignored secrets file, and 0600
     root on the host), installs the script and makes the repository; the script alone (the
     timer's command) makes the second snapshot. The repository holds no user's file in clear."""
+    paths = target.env.settings.paths
     assert "made backup_password in config/secrets/" in history.first, history.first
-    assert f"wrote {target.env.settings.paths.config_dir}/hubops-data-backup.sh" in history.first
+    assert f"wrote {paths.config_dir}/hubops-data-backup.sh" in history.first
     assert re.search(
         r"ok: snapshot [0-9a-f]{8}, \d+ files \(\d+ new, 0 changed\)", history.first
     ), history.first
-    secret = target.host.file(f"{target.env.settings.paths.data_dir}/secrets/backup_password")
-    assert (secret.user, secret.mode) == ("root", 0o600)
-    script = target.host.file(f"{target.env.settings.paths.config_dir}/hubops-data-backup.sh")
-    assert (script.user, script.mode) == ("root", 0o700)
+    secret = f"{paths.data_dir}/secrets/backup_password"
+    script = f"{paths.config_dir}/hubops-data-backup.sh"
+    seen = look(target, secret, script)
+    assert [(s.uid, s.gid, s.mode) if s else None for s in seen.values()] == [
+        (0, 0, 0o600),
+        (0, 0, 0o700),
+    ], "the password and the script are root's alone"
     found = target.host.run(f"grep -rl 'deleted after the first backup' {history.repository}")
     assert found.rc == 1, f"a user's file in clear in the repository: {found.stdout}"
 
@@ -135,29 +174,32 @@ def test_a_restore_brings_back_an_earlier_state_beside_the_users_files(
     assert code == 0, err
     found = re.search(r"are in (\S+/restored-\d{8}T\d{6}Z)$", out.strip())
     assert found, out
-    restored = found.group(1)
-    a = history.dir("alice")
-    assert restored.startswith(f"{a}/restored-"), restored
-    assert target.host.file(f"{restored}/notes.txt").content_string == "v1"
-    assert target.host.file(f"{restored}/gone.txt").exists, "the deleted file is back"
-    owned = target.host.file(f"{restored}/results/owned.csv")
-    assert (owned.uid, owned.gid) == OWNER, "owners as in the backup"
-    folder = target.host.file(f"{restored}/results")
-    assert (folder.uid, folder.gid, folder.mode) == (*OWNER, 0o705), "modes as in the backup"
-    assert target.host.file(restored).uid == 1000, "the restored directory is alice's"
-    assert target.host.file(f"{a}/notes.txt").content_string == "v2", "her files untouched"
-    assert not target.host.file(f"{a}/gone.txt").exists
-    assert target.host.file(f"{history.dir('bob')}/bob.txt").content_string == "bob v2"
-    assert "restored-" not in target.host.check_output(f"ls {history.dir('bob')}")
+    r, a, b = found.group(1), history.dir("alice"), history.dir("bob")
+    assert r.startswith(f"{a}/restored-"), r
+    seen = look(
+        target, r, f"{r}/notes.txt", f"{r}/gone.txt", f"{r}/results", f"{r}/results/owned.csv"
+    )
+    seen.update(look(target, f"{a}/notes.txt", f"{a}/gone.txt", f"{b}/bob.txt", b))
+    assert seen[f"{r}/notes.txt"] == Seen(*ALICE, 0o644, "v1"), seen
+    assert seen[f"{r}/gone.txt"] is not None, "the deleted file is back"
+    assert seen[f"{r}/results/owned.csv"] == Seen(*OWNER, 0o644, "1,2,3"), "owners kept"
+    assert seen[f"{r}/results"] == Seen(*OWNER, 0o705, "owned.csv"), "modes kept"
+    copy = seen[r]
+    assert copy is not None
+    assert (copy.uid, copy.gid, copy.mode) == (*ALICE, 0o750), "the copy is alice's, as she was"
+    assert seen[f"{a}/notes.txt"] == Seen(*ALICE, 0o644, "v2"), "her own files are untouched"
+    assert seen[f"{a}/gone.txt"] is None
+    assert seen[f"{b}/bob.txt"] == Seen(*ALICE, 0o644, "bob v2"), "bob's files are untouched"
+    assert "restored-" not in (seen[b].text if seen[b] else ""), "nothing restored into bob's"
 
 
 def test_status_and_metrics_show_the_last_backup(target: Target, history: History) -> None:
     code, out, err = invoke(target, "status")
     assert code == 0, err
     assert re.search(r"last backup of the users' files: \S+Z ok: snapshot [0-9a-f]{8}", out), out
-    token = target.host.file(
-        f"{target.env.settings.paths.data_dir}/secrets/metrics_token"
-    ).content_string.strip()
+    token = target.host.check_output(
+        f"cat {target.env.settings.paths.data_dir}/secrets/metrics_token"
+    ).strip()
     page = requests.get(
         f"{target.url}/hub/metrics",
         headers={"Authorization": f"token {token}"},
@@ -182,7 +224,7 @@ def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing(
     target: Target, history: History, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Each is one line that says what to change, and the repository, the password and the
-    script on the host, the run's record and the users' files are as they were."""
+    script on the host and the run's record are as they were."""
     before = state(target, history)
     code, out, err = invoke(
         target, "data.backup", env={"HUBOPS_BACKUP_PASSWORD": "not-the-password-of-it"}
@@ -192,7 +234,6 @@ def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing(
     assert "the backup password does not open the repository" in err, err
     assert "wrong password or no key found" in err, err
     assert err.strip().endswith("nothing was changed"), err
-    assert state(target, history) == before, "a wrong password changed the host"
 
     port = free_port()  # nothing listens there
     keys = tmp_path_factory.mktemp("backup-ssh")
@@ -218,7 +259,7 @@ def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing(
     assert len(err.strip().splitlines()) == 1, err
     assert "the backup target sftp:backup@127.0.0.1:/srv/restic/lab does not answer" in err, err
     assert f"port {port}: Connection refused" in err, err
-    assert state(target, history) == before, "a target that does not answer changed the host"
+    assert state(target, history) == before, "a bad password or target changed the host"
 
 
 def test_an_in_place_restore_stops_the_server_and_replaces_the_files(
@@ -236,15 +277,19 @@ def test_an_in_place_restore_stops_the_server_and_replaces_the_files(
     assert "alice: stopped their server; " in out, out
     assert not alice.client.api("GET", "users/alice").json().get("servers"), "she has a server"
     assert target.host.run(f"docker inspect {alice.container}").rc != 0, "her container runs"
-    a = history.dir("alice")
-    assert target.host.file(f"{a}/notes.txt").content_string == "v1"
-    assert target.host.file(f"{a}/gone.txt").exists
-    owned = target.host.file(f"{a}/results/owned.csv")
-    assert (owned.uid, owned.gid) == OWNER
-    assert "restored-" not in target.host.check_output(f"ls {a}"), "the directory was replaced"
-    leftovers = target.host.check_output(f"ls -A {history.users}")
+    a, b = history.dir("alice"), history.dir("bob")
+    seen = look(target, a, f"{a}/notes.txt", f"{a}/results/owned.csv", f"{b}/bob.txt")
+    seen.update(look(target, history.users))
+    assert seen[f"{a}/notes.txt"] == Seen(*ALICE, 0o644, "v1"), seen
+    home = seen[a]
+    assert home is not None
+    assert "gone.txt" in home.text.split(), "the deleted file is back"
+    assert "restored-" not in home.text, "the directory was replaced, not added to"
+    assert (home.uid, home.gid, home.mode) == (*ALICE, 0o750), "still alice's, as she was"
+    assert seen[f"{a}/results/owned.csv"] == Seen(*OWNER, 0o644, "1,2,3"), "owners kept"
+    assert seen[f"{b}/bob.txt"] == Seen(*ALICE, 0o644, "bob v2"), "bob's files are untouched"
+    leftovers = seen[history.users].text if seen[history.users] else ""
     assert ".hubops-restore-" not in leftovers, leftovers
-    assert target.host.file(f"{history.dir('bob')}/bob.txt").content_string == "bob v2"
     alice.client.start_server("alice")
     wait_for(
         lambda: alice.client.contents("alice", "GET", "notes.txt").json().get("content") == "v1",
