@@ -222,7 +222,7 @@ def script(settings: Environment, env: str) -> str:
         " >&2",
         "    exit 2",
         "fi",
-        *([f"mkdir -p -m 700 {quote(local)}"] if local else []),
+        *([f"install -d -m 700 {quote(local)}"] if local else []),
         f"exec {run}",
     ]
     return "\n".join(lines) + "\n"

@@ -185,7 +185,7 @@ def test_the_script_finds_the_hubs_image_and_is_valid_sh(
     assert text.startswith("#!/bin/sh\n")
     assert "export DOCKER_HOST=unix:///run/other/docker.sock\n" in text
     assert "docker container inspect --format '{{.Image}}' hubops-t-hub" in text
-    assert "mkdir -p -m 700 /srv/jupyterhub/user-backups\n" in text
+    assert "install -d -m 700 /srv/jupyterhub/user-backups\n" in text
     last = text.splitlines()[-1]
     assert last.startswith("exec docker run --rm --name hubops-t-data-backup "), last
     assert ' "$image" -m hubops_hub.databackup ' in last

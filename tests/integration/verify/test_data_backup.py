@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.checkout import Checkout
 from tests.support.cli import run_invoke
+from tests.support.labhost import LabHost
 from tests.support.net import free_port
 from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
@@ -220,11 +221,12 @@ def test_status_and_metrics_show_the_last_backup(target: Target, history: Histor
     assert 0 <= age < 600, f"the last success was {age:.0f} s ago"
 
 
-def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing(
-    target: Target, history: History, tmp_path_factory: pytest.TempPathFactory
+def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing_sftp_works(
+    target: Target, history: History, tmp_path_factory: pytest.TempPathFactory, lab: LabHost
 ) -> None:
     """Each is one line that says what to change, and the repository, the password and the
-    script on the host and the run's record are as they were."""
+    script on the host and the run's record are as they were. The same sftp target on a port
+    where an SSH server answers (the lab host's own) takes the backup."""
     before = state(target, history)
     code, out, err = invoke(
         target, "data.backup", env={"HUBOPS_BACKUP_PASSWORD": "not-the-password-of-it"}
@@ -241,25 +243,35 @@ def test_a_wrong_password_and_a_target_that_does_not_answer_change_nothing(
     (keys / "known_hosts").write_text("")
     env_file = history.checkout.env_file(target.name)
     saved = env_file.read_text()
+    sftp = f"sftp:root@127.0.0.1:{keys}/repository"
     try:
         history.checkout.set_setting(
             target.name,
             "backup",
             {
-                "target": "sftp:backup@127.0.0.1:/srv/restic/lab",
+                "target": sftp,
                 "ssh_port": port,
                 "ssh_identity": str(keys / "id"),
                 "ssh_known_hosts": str(keys / "known_hosts"),
             },
         )
         code, out, err = invoke(target, "data.backup")
+        assert code == 1, out
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"the backup target {sftp} does not answer" in err, err
+        assert f"port {port}: Connection refused" in err, err
+        assert state(target, history) == before, "a bad password or target changed the host"
+
+        history.checkout.set_setting(target.name, "backup.ssh_port", lab.ssh_port)
+        history.checkout.set_setting(target.name, "backup.ssh_identity", str(lab.key_file))
+        history.checkout.set_setting(target.name, "backup.ssh_known_hosts", str(lab.known_hosts))
+        code, out, err = invoke(target, "data.backup")
     finally:
         env_file.write_text(saved)
-    assert code == 1, out
-    assert len(err.strip().splitlines()) == 1, err
-    assert "the backup target sftp:backup@127.0.0.1:/srv/restic/lab does not answer" in err, err
-    assert f"port {port}: Connection refused" in err, err
-    assert state(target, history) == before, "a bad password or target changed the host"
+    assert code == 0, err
+    assert f"to {sftp}: " in out, out
+    assert re.search(r"ok: snapshot [0-9a-f]{8}", out), out
+    assert (keys / "repository" / "config").exists(), "the repository is on the SSH host"
 
 
 def test_an_in_place_restore_stops_the_server_and_replaces_the_files(
