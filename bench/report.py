@@ -331,7 +331,7 @@ def _data_backup(b: dict[str, Any] | None) -> list[str]:
         f"| 1 % changed ({incr['changed_bytes'] / mb:.0f} MB: files rewritten, files added) | "
         f"{_f(incr['seconds'], ' s')} | {incr['bytes_added'] / mb:.1f} MB | "
         f"+{incr['repo_growth_bytes'] / mb:.1f} MB |",
-        f"| restore one user ({one['bytes'] / mb:.0f} MB) into restored-&lt;time&gt;/ | "
+        f"| restore the largest user ({one['bytes'] / mb:.0f} MB) into restored-&lt;time&gt;/ | "
         f"{_f(one['seconds'], ' s')} | | |",
     ]
 
