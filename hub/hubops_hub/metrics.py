@@ -2,8 +2,9 @@
 
 Registered in the hub process's default registry when the spawner module is imported, so
 JupyterHub serves them next to its own metrics. At each scrape the collector reads the GPU
-monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most) and the cull journal
-(``hubops_hub.culling``); spawn failures are counted by the spawner as they happen.
+monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most), the cull journal
+(``hubops_hub.culling``) and the record of the users' files' last backup
+(``hubops_hub.databackup``); spawn failures are counted by the spawner as they happen.
 """
 
 from __future__ import annotations

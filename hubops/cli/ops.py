@@ -394,7 +394,11 @@ def data_restore(
         )
     snap = f"snapshot {done.snapshot.short_id} ({datarestore.utc(done.snapshot.time)})"
     if done.in_place:
-        stopped = {"stopped": "stopped their server", "not-running": "no server ran"}
+        stopped = {
+            "stopped": "stopped their server",
+            "not-running": "no server ran",
+            "unknown-user": "the hub does not know them (no server to stop)",
+        }
         echo(f"{user}: {stopped.get(done.servers, done.servers)}; {done.path} is now as in {snap}")
     else:
         echo(f"{user}: the files of {snap} are in {done.path}")

@@ -315,7 +315,7 @@ def failure_line(settings: Environment, env: str, kind: str | None, error: str |
             f"the repository {repo} is locked by another restic run ({said}); wait for it to "
             "end (a lock left by a run that was killed goes after 30 minutes)"
         )
-    return f"restic failed on {repo}: {said}"
+    return f"the backup container failed on {repo}: {said}"
 
 
 def describe(record: dict[str, Any]) -> str:

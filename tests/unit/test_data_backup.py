@@ -33,6 +33,7 @@ from hubops.ops.datarestore import (
     choose,
     parse_at,
     restic_time,
+    restore,
     snapshots,
     stamp,
 )
@@ -530,3 +531,22 @@ def test_status_shows_the_last_run(checkout: Checkout) -> None:
         "2024-05-01T03:00:00Z ok: snapshot d1c73992, 3 files (? new, ? changed), 2.5 MB added, "
         "4.2 s"
     )
+
+
+def test_a_restore_of_an_unknown_user_is_one_line_and_asks_nothing_else(
+    checkout: Checkout,
+) -> None:
+    """No directory for the user on the host: one line that says where it would be, before any
+    container runs or any server is stopped."""
+    plan, settings = planned(checkout, "local")
+    host = ScriptedHost().on(r"^test -d /srv/jupyterhub-users/jupyterhub-user-zed$", "", 1)
+    with pytest.raises(BackupError) as caught:
+        restore(host, host, plan, settings, "local", "zed", "2024-05-01", in_place=True)
+    assert str(caught.value) == (
+        "no user 'zed' on scripted: there is no directory "
+        "/srv/jupyterhub-users/jupyterhub-user-zed (it is made at the user's first login; a "
+        "deleted user's files are archived in /srv/jupyterhub-users/.deleted/)"
+    )
+    assert len(host.commands) == 1
+    with pytest.raises(BackupError, match=r"--user 'a\\x01b': user name 'a\\x01b' holds a control"):
+        restore(host, host, plan, settings, "local", "a\x01b")
