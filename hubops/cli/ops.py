@@ -356,7 +356,8 @@ def data_backup(c: Context, env: str | None = None) -> None:
         installed, record = databackup.backup(
             host, _files(host, rendered), loaded.settings, name, password
         )
-    echo([f"  {line}" for line in installed.changed])
+    if installed.changed:
+        echo([f"  {line}" for line in installed.changed])
     echo(
         f"{name}: backed up {loaded.settings.paths.user_data_dir} to "
         f"{databackup.shown_repository(loaded.settings)}: {databackup.describe(record)}"

@@ -396,7 +396,7 @@ def run_module(
             tail = "the hub's image has no hubops_hub.databackup: deploy this version of hubops"
         elif "is already in use" in tail:
             tail = "another run of it holds the container's name; wait for it to end"
-        raise BackupError(f"{host.name}: {argv[-1] if argv else 'docker'} failed: {tail}")
+        raise BackupError(f"{host.name}: the backup container failed: {tail}")
     return found
 
 

@@ -15,6 +15,7 @@ directory of root's beside the users' directories, then moved into place with on
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -182,8 +183,6 @@ def api_url(plan: Plan, settings: Environment) -> str:
 def stop_servers(host: Host, plan: Plan, settings: Environment, user: str) -> str:
     """Stop ``user``'s servers through the hub's API; what was found (stopped, not-running,
     unknown-user)."""
-    import json
-
     hub = plan.container("hub").name
     done = host.run(
         quote(
