@@ -299,12 +299,41 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
             f"| {label} | {_f(v['ready_s'], ' s', 2)} | {_f(v['idle_mib'], ' MiB')} |"
             for label, v in ext.items()
         ]
+    lines += _data_backup(results.get("data_backup"))
     files = plots(results, out)
     if files:
         lines += ["", "## Plots", ""] + [f"![{f}]({image_prefix}{f})" for f in files]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _data_backup(b: dict[str, Any] | None) -> list[str]:
+    """The users' files' backups (bench/databackup.py)."""
+    if not b:
+        return []
+    gb, mb = 1e9, 1e6
+    full, same, incr = b["full"], b["unchanged"], b["incremental"]
+    one = b["restore_one_user"]
+    return [
+        "",
+        "## Backups of the users' files (`invoke data.backup`: restic in the hub image)",
+        "",
+        f"{b['data_bytes'] / gb:.2f} GB of incompressible random data in {b['files']} files "
+        f"(4 KiB to 128 MiB) over {b['users']} users' directories, a local repository, "
+        f"{b['restic']}; the container the hub host's script runs.",
+        "",
+        "| run | time | added to the repository | repository |",
+        "|---|---|---|---|",
+        f"| full | {_f(full['seconds'], ' s')} | {full['bytes_added'] / mb:.0f} MB | "
+        f"{full['repo_bytes'] / mb:.0f} MB |",
+        f"| nothing changed | {_f(same['seconds'], ' s')} | {same['bytes_added'] / mb:.2f} MB | |",
+        f"| 1 % changed ({incr['changed_bytes'] / mb:.0f} MB: files rewritten, files added) | "
+        f"{_f(incr['seconds'], ' s')} | {incr['bytes_added'] / mb:.1f} MB | "
+        f"+{incr['repo_growth_bytes'] / mb:.1f} MB |",
+        f"| restore the largest user ({one['bytes'] / mb:.0f} MB) into restored-&lt;time&gt;/ | "
+        f"{_f(one['seconds'], ' s')} | | |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
     nox -s bench                      # everything, results in results/bench-<time>/
     nox -s bench -- --quick           # fewer runs, no cold builds (a smoke run)
+    nox -s bench -- --no-images --stacks none --data-backup 1   # the users' files' backups
 
 Writes results.json and report.md (with matplotlib plots) into the results directory.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import docker
 
-from bench import extensions, measure
+from bench import databackup, extensions, measure
 from bench.report import write_report
 from bench.stacks import REPO, HubopsStack, PlainStack, Stack, SwarmStack, wait_healthy
 from hubops.config import environments
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         "--stacks",
         default="hubops,plain,swarm",
         help="which setups to run (hubops, plain, swarm: hubops on a two-node swarm of this "
-        "machine's engines, login latency only)",
+        "machine's engines, login latency only; none)",
     )
     parser.add_argument("--no-images", action="store_true", help="skip the image figures")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold builds only")
@@ -201,6 +202,14 @@ def main(argv: list[str] | None = None) -> None:
         "--extensions",
         action="store_true",
         help="what each server extension of the singleuser image costs (start, idle memory)",
+    )
+    parser.add_argument(
+        "--data-backup",
+        type=float,
+        default=0.0,
+        metavar="GB",
+        help="backups of the users' files (restic in the hub image): a full backup of GB of "
+        "random data, an unchanged and a 1 %% incremental one, a user's restore (e.g. 1)",
     )
     parser.add_argument(
         "--experiment",
@@ -229,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
             results["images"] = image_figures(client, args.quick or args.no_cold)
         if args.extensions:
             results["extensions"] = extensions.costs(client, "hubops/singleuser:base")
-        for name in args.stacks.split(","):
+        if args.data_backup:
+            results["data_backup"] = databackup.costs(client, args.data_backup)
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        for name in (n for n in args.stacks.split(",") if n not in ("", "none")):
             stack = factories[name](client)
             print(f"== {stack.name}", flush=True)
             if name == "swarm":

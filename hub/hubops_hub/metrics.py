@@ -2,20 +2,24 @@
 
 Registered in the hub process's default registry when the spawner module is imported, so
 JupyterHub serves them next to its own metrics. At each scrape the collector reads the GPU
-monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most) and the cull journal
-(``hubops_hub.culling``); spawn failures are counted by the spawner as they happen.
+monitor's view (``hubops_hub.gpumon``, a local socket, 2 s at most), the cull journal
+(``hubops_hub.culling``) and the record of the users' files' last backup
+(``hubops_hub.databackup``); spawn failures are counted by the spawner as they happen.
 """
 
 from __future__ import annotations
 
+import calendar
 import os
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hubops_hub import culling, diskusage
+from hubops_hub import culling, databackup, diskusage
 from hubops_hub.gpumon import STATE_URL, read_state
 
 MONITOR_ENV = "HUBOPS_GPU_MONITOR"  # set (to "1") in the hub container when the monitor runs
@@ -35,10 +39,12 @@ class HubopsCollector(Collector):
         state_url: str = STATE_URL,
         journal: str = culling.JOURNAL,
         disk_usage: str = diskusage.USAGE_FILE,
+        backup_record: str = databackup.RECORD,
     ) -> None:
         self.state_url = state_url
         self.journal = journal
         self.disk_usage = disk_usage
+        self.backup_record = backup_record
 
     def collect(self) -> Iterator[Metric]:
         culls = CounterMetricFamily(
@@ -49,6 +55,7 @@ class HubopsCollector(Collector):
             culls.add_metric([reason], found.get(reason, 0))
         yield culls
         yield from self.disk()
+        yield from backup_metrics(databackup.read_record(self.backup_record))
         if not os.environ.get(MONITOR_ENV):
             return
         state = read_state(self.state_url)
@@ -127,6 +134,50 @@ class HubopsCollector(Collector):
                 "Free space on the filesystem of the users' directories.",
                 value=int(fs["free_bytes"]),
             )
+
+
+def _timestamp(text: object) -> float | None:
+    """Seconds since the epoch of a record's UTC time (2024-05-01T03:00:02Z)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def backup_metrics(record: dict[str, Any] | None) -> Iterator[Metric]:
+    """The last backup of the users' files (hubops_hub.databackup's record), for an alert on
+    its age or its failure; nothing before the first run."""
+    if record is None:
+        return
+    yield GaugeMetricFamily(
+        "hubops_user_backup_last_run_ok",
+        "1 when the last backup of the users' files worked, 0 when it failed.",
+        value=int(bool(record.get("ok"))),
+    )
+    for name, key, help_text in (
+        ("last_run_timestamp_seconds", "time", "When the last backup of the users' files ran."),
+        (
+            "last_success_timestamp_seconds",
+            "last_success",
+            "When a backup of the users' files last worked.",
+        ),
+    ):
+        when = _timestamp(record.get(key))
+        if when is not None:
+            yield GaugeMetricFamily(f"hubops_user_backup_{name}", help_text, value=when)
+    if not record.get("ok"):
+        return
+    for name, key, help_text in (
+        ("last_duration_seconds", "seconds", "How long the last backup took."),
+        ("last_files", "files", "Files in the last snapshot."),
+        ("last_bytes", "bytes", "Bytes of the users' files in the last snapshot."),
+        ("last_added_bytes", "bytes_added", "Bytes the last backup added to the repository."),
+    ):
+        value = record.get(key)
+        if isinstance(value, int | float):
+            yield GaugeMetricFamily(f"hubops_user_backup_{name}", help_text, value=value)
 
 
 _registered: list[HubopsCollector] = []

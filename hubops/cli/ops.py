@@ -20,11 +20,12 @@ from hubops.errors import HubopsError
 from hubops.host.base import Host, Streaming
 from hubops.host.files import file_host
 from hubops.host.target import image_fetcher, open_host
+from hubops.ops import databackup, datarestore
 from hubops.ops.doctor import run_checks
 from hubops.ops.gpus import GPU_COLUMNS, holders, read_view, swarm_holders
 from hubops.ops.gpus import report as gpu_report
 from hubops.ops.migrate import Side, migrate
-from hubops.ops.prepare import prepare
+from hubops.ops.prepare import BackupTimer, prepare
 from hubops.ops.restore import reload_certificate, restore_backup
 from hubops.ops.status import logs_command, read_status
 from hubops.ops.users import purge
@@ -90,11 +91,21 @@ def tls_reload(c: Context, env: str | None = None) -> None:
 
 @task(help={"env": ENV_HELP})
 def host_prepare(c: Context, env: str | None = None) -> None:
-    """Install and start Docker (and the NVIDIA toolkit on GPU hosts), then a GPU smoke test."""
+    """Install and start Docker (and the NVIDIA toolkit on GPU hosts), then a GPU smoke test.
+
+    Also installs the users' files' backup (script, password, and a systemd timer where the
+    host has systemd)."""
     root = repo_root(c)
-    loaded = environments.load(root, resolve_env(c, env))
+    name = resolve_env(c, env)
+    loaded = environments.load(root, name)
+    timer = None
+    if databackup.applies(loaded.settings):  # the users' files' backup and its timer
+        password, made = secrets.backup_password(root, name, loaded.settings)
+        if made:
+            echo(f"made backup_password in {secrets.secrets_file(root, name).relative_to(root)}")
+        timer = BackupTimer(name, password)
     with open_host(root, loaded) as host:
-        echo(prepare(host, loaded.settings, loaded.settings.build.base_image).lines())
+        echo(prepare(host, loaded.settings, loaded.settings.build.base_image, timer).lines())
 
 
 @task(help={"env": ENV_HELP})
@@ -167,7 +178,8 @@ def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -
 @task(help={"env": ENV_HELP})
 def status(c: Context, env: str | None = None) -> None:
     """Show how the environment runs: hub health and version, users, servers (age, last
-    activity, GPUs), the last deploy and backup. Read-only, here or over SSH."""
+    activity, GPUs), the last deploy and backups, and each user's disk use against their
+    quota. Read-only, here or over SSH."""
     root = repo_root(c)
     name = resolve_env(c, env)
     loaded = environments.load(root, name)
@@ -185,6 +197,8 @@ def status(c: Context, env: str | None = None) -> None:
             f"{found.last_backup or 'none'}",
         ]
     )
+    run = found.last_data_backup
+    echo(f"last backup of the users' files: {databackup.describe(run) if run else 'none'}")
     if found.servers:
         table = Table(title=f"servers of {name}")
         for column in ("user", "server", "state", "age", "last activity", "GPUs", "container"):
@@ -332,3 +346,76 @@ def _files(host: Host, rendered: Rendered) -> Host:
     if files is None:
         raise HubopsError(f"{host.name}: no hubops image on the host yet; deploy first")
     return files
+
+
+# --- users' files: data.backup, data.restore (hubops.ops.databackup, hubops.ops.datarestore) ---
+
+
+@task(help={"env": ENV_HELP})
+def data_backup(c: Context, env: str | None = None) -> None:
+    """Back up the users' files with restic (incremental, encrypted), as the host's timer does.
+
+    Checks the target first, installs the password and the script
+    <paths.config_dir>/hubops-data-backup.sh on the hub host and runs it: the repository is
+    made when missing, then backup, then forget --prune with backup.keep_*."""
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False, digests="none")
+    loaded = environments.load(root, name)
+    password, made = secrets.backup_password(root, name, loaded.settings)
+    if made:
+        echo(
+            f"made backup_password in {secrets.secrets_file(root, name).relative_to(root)}: "
+            "keep a copy away from the hub host (without it the backups cannot be read)"
+        )
+    with open_host(root, loaded) as host:
+        installed, record = databackup.backup(
+            host, _files(host, rendered), loaded.settings, name, password
+        )
+    if installed.changed:
+        echo([f"  {line}" for line in installed.changed])
+    echo(
+        f"{name}: backed up {loaded.settings.paths.user_data_dir} to "
+        f"{databackup.shown_repository(loaded.settings)}: {databackup.describe(record)}"
+    )
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "user": "The user whose files come back.",
+        "at": "The newest snapshot at or before this time (ISO, UTC unless it has an offset: "
+        "2024-05-01T14:30), or a snapshot ID; default: the newest.",
+        "in-place": "Stop the user's server and replace their directory with the snapshot's "
+        "(files changed since are lost); default: into <their directory>/restored-<UTC time>/.",
+    }
+)
+def data_restore(
+    c: Context,
+    env: str | None = None,
+    user: str = "",
+    at: str | None = None,
+    in_place: bool = False,
+) -> None:
+    """Restore a user's files from the backups (data.backup): into restored-<time>/ in their
+    directory, or in place."""
+    if not user:
+        raise HubopsError("--user is required: the user whose files come back")
+    root = repo_root(c)
+    name = resolve_env(c, env)
+    rendered = rendered_env(root, name, strict=False, digests="none")
+    loaded = environments.load(root, name)
+    with open_host(root, loaded) as host:
+        done = datarestore.restore(
+            host, _files(host, rendered), rendered.plan, loaded.settings, name, user, at, in_place
+        )
+    snap = f"snapshot {done.snapshot.short_id} ({datarestore.utc(done.snapshot.time)})"
+    if done.in_place:
+        stopped = {
+            "stopped": "stopped their server",
+            "not-running": "no server ran",
+            "unknown-user": "the hub does not know them (no server to stop)",
+        }
+        echo(f"{user}: {stopped.get(done.servers, done.servers)}; {done.path} is now as in {snap}")
+    else:
+        echo(f"{user}: the files of {snap} are in {done.path}")

@@ -54,6 +54,20 @@ METRICS_TOKEN = SecretSpec(
     generated=True,
 )
 
+BACKUP_PASSWORD = SecretSpec(
+    "backup_password",
+    "encrypts the backups of the users' files (restic); made by `invoke data.backup` when "
+    "missing, and copied to the hub host. Keep a copy away from the hub host: without it the "
+    "backups cannot be read",
+    min_length=16,
+)
+OPS_TOKEN = SecretSpec(
+    "ops_token",
+    "API token of hubops' own day-two tasks (data.restore --in-place stops the user's server "
+    "through the hub's API); made on the hub host",
+    generated=True,
+)
+
 ALL: tuple[SecretSpec, ...] = (
     OAUTH_CLIENT_SECRET,
     SHARED_PASSWORD,
@@ -62,6 +76,8 @@ ALL: tuple[SecretSpec, ...] = (
     COOKIE_SECRET,
     PROXY_TOKEN,
     METRICS_TOKEN,
+    BACKUP_PASSWORD,
+    OPS_TOKEN,
 )
 
 
@@ -206,3 +222,41 @@ def generate_missing(
     tmp.write_text(yaml.safe_dump(data, default_flow_style=False), encoding="utf-8")
     tmp.replace(path)
     return [spec.name for spec in todo]
+
+
+def backup_password(
+    repo_root: Path, env_name: str, settings: Environment, environ: Mapping[str, str] | None = None
+) -> tuple[SecretStr, bool]:
+    """The password of the users' backups (``HUBOPS_BACKUP_PASSWORD`` or the secrets file), made
+    at random into the git-ignored secrets file (mode 0600) when there is none, as
+    :func:`generate_missing` makes the passwords of a shared-password environment. Returns it
+    and whether it was made now. Not in :func:`needed`: environments that never back up need
+    no password to deploy."""
+    import secrets as random
+
+    env = os.environ if environ is None else environ
+    spec = BACKUP_PASSWORD
+    from_file = _read_file(repo_root, env_name)
+    if env.get(spec.env_var):
+        value, source = env[spec.env_var], f"environment variable {spec.env_var}"
+    elif from_file.get(spec.name):
+        value, source = from_file[spec.name], str(SECRETS_DIR / f"{env_name}.yaml")
+    else:
+        value = random.token_urlsafe(32)
+        _write_file(secrets_file(repo_root, env_name), {**from_file, spec.name: value})
+        return SecretStr(value), True
+    if len(value) < spec.min_length:
+        raise SecretError(
+            f"{env_name}: secret {spec.name} from {source} is {len(value)} characters; "
+            f"expected at least {spec.min_length}"
+        )
+    return SecretStr(value), False
+
+
+def _write_file(path: Path, data: dict[str, str]) -> None:
+    """The secrets file, mode 0600, replaced in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(yaml.safe_dump(data, default_flow_style=False), encoding="utf-8")
+    tmp.replace(path)

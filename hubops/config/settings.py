@@ -1079,6 +1079,130 @@ class BuildSettings(Section):
     )
 
 
+# --- backups of the users' files (invoke data.backup, data.restore) -------------------------
+
+# restic's sftp backend as restic writes it: sftp:USER@HOST:/PATH (an absolute path; the port is
+# backup.ssh_port). Neither the user nor the host may start with '-' (ssh would read an option).
+_SFTP_TARGET = re.compile(
+    r"sftp:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})@"
+    r"(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]):(?P<path>/[^\s]*)"
+)
+BACKUP_TARGET_EXAMPLES = (
+    "unset (a repository under <paths.data_dir>/user-backups), an absolute path on the hub "
+    "host such as /mnt/backup/hubops (another disk), or sftp:USER@HOST:/PATH such as "
+    "sftp:backup@nas.lab.example.org:/srv/restic/hubops (another machine over SSH)"
+)
+
+
+def sftp_target(value: str) -> tuple[str, str, str] | None:
+    """(user, host, path) of an sftp target, or None for a path on the hub host."""
+    found = _SFTP_TARGET.fullmatch(value)
+    return (found["user"], found["host"], found["path"]) if found else None
+
+
+def _check_backup_target(value: str) -> str:
+    if value.startswith("sftp:"):
+        found = sftp_target(value)
+        if found is None:
+            raise ValueError(
+                "expected sftp:USER@HOST:/PATH with an absolute path, e.g. "
+                "sftp:backup@nas.lab.example.org:/srv/restic/hubops (the port is "
+                "backup.ssh_port)"
+            )
+        path = found[2]
+        if ".." in PurePosixPath(path).parts:
+            raise ValueError("expected an sftp path without '..' components")
+        return value
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+        raise ValueError(
+            f"expected {BACKUP_TARGET_EXAMPLES}; hubops runs restic with a path or sftp only"
+        )
+    return _check_host_dir(value)
+
+
+BackupTarget = Annotated[str, AfterValidator(_check_backup_target)]
+_CALENDAR = re.compile(r"[A-Za-z0-9*:.,/~ +-]{1,100}")
+
+
+class BackupSettings(Section):
+    target: BackupTarget | None = Field(
+        None,
+        description="Where the restic repository of the users' files lives (incremental, "
+        "deduplicated, encrypted with the backup_password secret). Unset: "
+        "<paths.data_dir>/user-backups on the hub host, the same disk as the files (it undoes "
+        "a deleted file, not a lost disk). An absolute path on the hub host (another disk, an "
+        "NFS mount), or sftp:USER@HOST:/PATH (another machine over SSH: ssh_identity, "
+        "ssh_known_hosts, ssh_port).",
+    )
+    keep_last: int = Field(
+        3,
+        ge=0,
+        description="Retention: the newest N snapshots, whatever their age (a run by hand "
+        "before a risky change is not pruned by the night's run). Applied with restic forget "
+        "--prune after each backup.",
+    )
+    keep_daily: int = Field(
+        7, ge=0, description="Retention: the last snapshot of each of the last N days."
+    )
+    keep_weekly: int = Field(
+        4, ge=0, description="Retention: the last snapshot of each of the last N weeks."
+    )
+    keep_monthly: int = Field(
+        6, ge=0, description="Retention: the last snapshot of each of the last N months."
+    )
+    schedule: str | None = Field(
+        "*-*-* 03:00:00",
+        description="When the hub host's systemd timer runs the backup (OnCalendar, e.g. "
+        "daily, *-*-* 03:00:00, Mon..Fri 22:30); `invoke host.prepare` installs the timer "
+        "where the host has systemd. Unset: no timer (run `invoke data.backup`, or the script "
+        "<paths.config_dir>/hubops-data-backup.sh from your own scheduler).",
+    )
+    ssh_port: Port = Field(22, description="sftp target: the backup host's SSH port.")
+    ssh_identity: HostPath | None = Field(
+        None,
+        description="sftp target: the private key (on the hub host, root's, mode 0600) that "
+        "logs in to the backup host; its public key goes into the backup user's "
+        "authorized_keys there. Required with an sftp target.",
+    )
+    ssh_known_hosts: HostPath = Field(
+        "/root/.ssh/known_hosts",
+        description="sftp target: known_hosts file on the hub host that holds the backup "
+        "host's key; an unknown or changed key is refused (ssh BatchMode, no prompt).",
+    )
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> BackupSettings:
+        if not (self.keep_last or self.keep_daily or self.keep_weekly or self.keep_monthly):
+            raise RuleError(
+                ("backup", "keep_last"),
+                "is 0, and so are keep_daily, keep_weekly and keep_monthly: restic forget "
+                "would keep nothing; keep at least one snapshot, e.g. keep_last: 3",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_is_one_line(self) -> BackupSettings:
+        if self.schedule is not None and not _CALENDAR.fullmatch(self.schedule):
+            raise RuleError(
+                ("backup", "schedule"),
+                f"got {self.schedule!r}; expected a systemd OnCalendar expression on one line "
+                "(letters, digits, spaces and * : . , / ~ + -), e.g. daily or "
+                "*-*-* 03:00:00 (`systemd-analyze calendar EXPR` checks one)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sftp_has_a_key(self) -> BackupSettings:
+        if self.target and sftp_target(self.target) and self.ssh_identity is None:
+            raise RuleError(
+                ("backup", "target"),
+                f"got {self.target!r}, an sftp target, without backup.ssh_identity; set "
+                "backup.ssh_identity to the private key on the hub host that logs in there "
+                "(e.g. /root/.ssh/hubops-backup, made with ssh-keygen -t ed25519)",
+            )
+        return self
+
+
 class Environment(Section):
     """One deployment of hubops."""
 
@@ -1134,6 +1258,11 @@ class Environment(Section):
         default_factory=KubernetesSettings,
         description="cluster kubernetes: the cluster, the Helm release and the cluster's own "
         "resources (Secrets, storage) that the chart's values refer to.",
+    )
+    backup: BackupSettings = Field(
+        default_factory=BackupSettings,
+        description="Backups of the users' files (paths.user_data_dir) with restic: `invoke "
+        "data.backup`, `invoke data.restore`, and a systemd timer (`invoke host.prepare`).",
     )
 
     @model_validator(mode="after")
@@ -1321,6 +1450,31 @@ class Environment(Section):
             problem = auth.scope_problem(list(auth.scopes), self.uses_provider_groups)
             if problem:
                 raise RuleError(("auth", "scopes"), f"got {list(auth.scopes)!r}; {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _backup_target_apart(self) -> Environment:
+        """A repository inside the users' directories would back itself up (and users could
+        reach it); one inside the hub's config directory would be shipped with the config."""
+        target = self.backup.target
+        if target is None or sftp_target(target):
+            return self
+        where = PurePosixPath(target)
+        for key in ("user_data_dir", "config_dir", "shared_data_dir"):
+            place = getattr(self.paths, key)
+            if place and (where == PurePosixPath(place) or where.is_relative_to(place)):
+                raise RuleError(
+                    ("backup", "target"),
+                    f"got {target!r}, which is inside paths.{key} ({place}); give the "
+                    "repository a directory of its own, best on another disk, e.g. "
+                    "/mnt/backup/hubops",
+                )
+            if PurePosixPath(place or "/nonexistent").is_relative_to(where):
+                raise RuleError(
+                    ("backup", "target"),
+                    f"got {target!r}, which holds paths.{key} ({place}); give the repository "
+                    "a directory of its own, e.g. /mnt/backup/hubops",
+                )
         return self
 
     @property

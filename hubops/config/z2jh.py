@@ -476,6 +476,26 @@ TABLE: tuple[Row, ...] = (
     ),
     _op("cluster", "kubernetes selects this mapping"),
     *(
+        _none(
+            f"backup.{key}",
+            "hubops backs up paths.user_data_dir on the hub host with restic; in a cluster "
+            "the users' files are volumes: back them up with the cluster's own tools (the "
+            "storage's snapshots, Velero)",
+            "remove backup",
+        )
+        for key in (
+            "target",
+            "keep_last",
+            "keep_daily",
+            "keep_weekly",
+            "keep_monthly",
+            "schedule",
+            "ssh_port",
+            "ssh_identity",
+            "ssh_known_hosts",
+        )
+    ),
+    *(
         _none(f"swarm.{key}", _SWARM, f"remove swarm.{key}")
         for key in ("user_data", "volume_driver", "volume_options")
     ),

@@ -5,8 +5,9 @@ NVIDIA Container Toolkit where the host has NVIDIA GPUs, and a GPU smoke test. W
 ``cluster: swarm`` and a GPU policy, a GPU host becomes a swarm GPU node: its GPUs advertised
 as generic resources (daemon.json ``node-generic-resources`` KIND=GPU-UUID), the NVIDIA runtime
 as Docker's default runtime, and the toolkit's ``swarm-resource`` set to DOCKER_RESOURCE_<KIND>,
-the variable Docker sets in a task to the GPUs the swarm assigned it. Idempotent: a second run
-changes nothing and says so.
+the variable Docker sets in a task to the GPUs the swarm assigned it. The users' files' backup
+(hubops.ops.databackup): its script and password, and a systemd timer that runs the script
+where the host has systemd. Idempotent: a second run changes nothing and says so.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hubops_hub.diskusage import capability
+from pydantic import SecretStr
 
 from hubops.config.settings import Environment
 from hubops.errors import HubopsError
+from hubops.host import docker as dockerhost
 from hubops.host import quota as quotas
 from hubops.host.base import Host, quote
 from hubops.host.engine import ensure_docker
 from hubops.host.rootfiles import as_admin
+from hubops.ops import databackup
+from hubops.plan.refs import names
 
 TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
 TOOLKIT_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
@@ -80,7 +85,9 @@ def has_nvidia_hardware(host: Host) -> bool:
     ).ok
 
 
-def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareReport:
+def prepare(
+    host: Host, settings: Environment, smoke_image: str, backup: BackupTimer | None = None
+) -> PrepareReport:
     swarm = settings.cluster == "swarm"
     # checked before anything runs: a kind this run cannot advertise is refused at once
     kind = swarm_gpu_kind(settings) if swarm and settings.gpu.policy != "none" else None
@@ -105,6 +112,9 @@ def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareRepor
         else:
             host.run(f"usermod -aG docker {quote(user)}")
             report.changed.append(f"added {user} to the docker group (log in again to use it)")
+
+    if backup is not None:
+        data_backup_timer(host, report, settings, backup)
 
     report.gpus = list_gpus(host)
     if not report.gpus:
@@ -143,6 +153,77 @@ def prepare(host: Host, settings: Environment, smoke_image: str) -> PrepareRepor
             )
     report.smoke = gpu_smoke(host, smoke_image)
     return report
+
+
+@dataclass(frozen=True)
+class BackupTimer:
+    """What host.prepare needs for the users' files' backup: the environment and the password."""
+
+    env: str
+    password: SecretStr
+
+
+SYSTEMD_UNITS = "/etc/systemd/system"
+
+
+def data_backup_timer(
+    host: Host,
+    report: PrepareReport,
+    settings: Environment,
+    backup: BackupTimer,
+    unit_dir: str = SYSTEMD_UNITS,
+) -> None:
+    """The users' files' backup on the hub host: its script and password (as `invoke
+    data.backup` installs them), and where the host has systemd a service and a timer
+    (backup.schedule) that run the same script. Without systemd it says so: the script is the
+    command for the host's own scheduler."""
+    env = backup.env
+    units = databackup.units(settings, env)
+    systemd = host.run("test -d /run/systemd/system", check=False).ok
+    schedule = settings.backup.schedule
+    if units and systemd:
+        checked = host.run(quote("systemd-analyze", "calendar", str(schedule)), check=False)
+        if not checked.ok:
+            raise HubopsError(
+                f"{host.name}: backup.schedule {schedule!r} is not a calendar expression "
+                f"systemd takes ({(checked.stderr or checked.stdout).strip()[-200:]}); e.g. "
+                "daily or *-*-* 03:00:00"
+            )
+    running = dockerhost.inspect(host, "container", names(env)["hub"])
+    image = str(running["Image"]) if running else None  # no hub yet: nothing to ask
+    installed = databackup.install(host, host, settings, env, backup.password, image)
+    report.changed += installed.changed
+    script = databackup.script_path(settings)
+    timer = f"{databackup.unit_name(env)}.timer"
+    if not systemd:
+        report.kept.append(
+            f"no systemd on this host, so no backup timer: run {script} from the host's "
+            f"scheduler (e.g. cron: 0 3 * * * /bin/sh {script})"
+        )
+        return
+    if not units:
+        old = [f"{unit_dir}/{databackup.unit_name(env)}.{kind}" for kind in ("timer", "service")]
+        if host.run(f"test -e {quote(old[0])}", check=False).ok:
+            host.run(
+                f"systemctl disable --now {quote(timer)} && rm -f {quote(old[0])} "
+                f"{quote(old[1])} && systemctl daemon-reload"
+            )
+            report.changed.append(f"removed the backup timer {timer} (backup.schedule unset)")
+        else:
+            report.kept.append("no backup timer (backup.schedule unset)")
+        return
+    written = []
+    for name, text in units.items():
+        path = f"{unit_dir}/{name}"
+        if host.run(f"cat {quote(path)} 2>/dev/null", check=False).stdout != text:
+            _write_atomically(host, path, text)
+            written.append(name)
+    enabled = host.run(f"systemctl is-enabled {quote(timer)}", check=False).ok
+    if written or not enabled:
+        host.run(f"systemctl daemon-reload && systemctl enable --now {quote(timer)}")
+        report.changed.append(f"installed the backup timer {timer} ({schedule}): it runs {script}")
+    else:
+        report.kept.append(f"backup timer {timer} ({schedule}) runs {script}")
 
 
 def swarm_gpu_kind(settings: Environment) -> str:

@@ -31,6 +31,7 @@ from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
 from hubops.host.files import file_host
 from hubops.host.quota import read_usage
+from hubops.ops.databackup import read_record
 from hubops.plan.model import DB_FILE, HUB_DATA_DIR, Plan
 
 # Run in the hub container: its health (the URL: argv[1], under the hub's base_url), and
@@ -88,6 +89,8 @@ class Status:
     disk: list[DiskUse] = field(default_factory=list)  # the hub's last measurement
     disk_mode: str | None = None  # hard or soft, as the hub found it
     disk_sampled_at: datetime | None = None
+    # the last run of the users' files' backup (hubops.ops.databackup's record), None: none yet
+    last_data_backup: dict[str, Any] | None = None
 
     @property
     def gpus_held(self) -> list[str]:
@@ -131,6 +134,7 @@ def read_status(host: Host, settings: Environment, plan: Plan) -> Status:
         backups = list_backups(files, settings)
         out.last_backup = backups[-1] if backups else None
         _disk(out, read_usage(files, settings.paths.data_dir))
+        out.last_data_backup = read_record(files, settings)
     return out
 
 

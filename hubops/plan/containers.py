@@ -7,7 +7,13 @@ from collections.abc import Mapping
 
 from hubops_hub.labels import LABEL_ENV, LABEL_IMAGE, LABEL_ROLE
 
-from hubops.config.secrets import COOKIE_SECRET, METRICS_TOKEN, PROXY_TOKEN, hub_secrets
+from hubops.config.secrets import (
+    COOKIE_SECRET,
+    METRICS_TOKEN,
+    OPS_TOKEN,
+    PROXY_TOKEN,
+    hub_secrets,
+)
 from hubops.config.settings import Environment
 from hubops.images import table as images
 from hubops.plan.hub_config import gpu_monitor
@@ -168,6 +174,7 @@ def plan(
             COOKIE_SECRET.name: f"{paths.data_dir}/{COOKIE_SECRET_FILE}",
             PROXY_TOKEN.name: f"{paths.data_dir}/secrets/{PROXY_TOKEN.name}",
             METRICS_TOKEN.name: f"{paths.data_dir}/secrets/{METRICS_TOKEN.name}",
+            OPS_TOKEN.name: f"{paths.data_dir}/secrets/{OPS_TOKEN.name}",
         },
         containers=[proxy, hub],
     )

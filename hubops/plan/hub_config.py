@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from hubops_hub.labels import LABEL_ENV, LABEL_ROLE
 
-from hubops.config.secrets import METRICS_TOKEN, PROXY_TOKEN
+from hubops.config.secrets import METRICS_TOKEN, OPS_TOKEN, PROXY_TOKEN
 from hubops.config.settings import (
     Environment,
     GitHubAuth,
@@ -37,6 +37,8 @@ from hubops.plan.model import (
     METRICS_SERVICE,
     NO_NEW_PRIVILEGES,
     OAUTH_CA_FILE,
+    OPS_SCOPES,
+    OPS_SERVICE,
     PROXY_API_PORT,
     PROXY_CLASS,
     REAPER,
@@ -144,6 +146,9 @@ def hub_config(
     roles.append(
         {"name": METRICS_SERVICE, "scopes": ["read:metrics"], "services": [METRICS_SERVICE]}
     )
+    # hubops' day-two tasks, from inside the hub container: its token stays on the host
+    services.append({"name": OPS_SERVICE})
+    roles.append({"name": OPS_SERVICE, "scopes": OPS_SCOPES, "services": [OPS_SERVICE]})
     if gpu_monitor(settings):
         g = settings.gpu
         services.append(
@@ -237,7 +242,7 @@ def hub_config(
         traits=traits,
         secret_traits=secret_traits,
         objects=objects,
-        service_tokens={METRICS_SERVICE: METRICS_TOKEN.name},
+        service_tokens={METRICS_SERVICE: METRICS_TOKEN.name, OPS_SERVICE: OPS_TOKEN.name},
     )
 
 

@@ -75,6 +75,10 @@ REAPER_SCOPES = ["list:users", "read:servers"]
 DISK_USAGE = "hubops-disk-usage"  # measures users' directories (hubops_hub.diskusage)
 DISK_USAGE_SCOPES = ["list:users", "read:users:groups"]
 METRICS_SERVICE = "metrics"  # the scraper's identity: its token reads /hub/metrics
+# hubops' own day-two tasks (data.restore --in-place stops a user's server): an API-only
+# service whose token is generated on the hub host and used there, from inside the hub
+OPS_SERVICE = "hubops-ops"
+OPS_SCOPES = ["read:users:name", "read:servers", "delete:servers"]
 
 
 class _Frozen(BaseModel):

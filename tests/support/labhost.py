@@ -272,7 +272,8 @@ def sshd(root: Path, set_env: dict[str, str]) -> Iterator[tuple[int, Path, Path]
         f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        + (f"SetEnv {env_lines}\n" if env_lines else "")
+        # a backup host too: restic's sftp backend (invoke data.backup) asks for the subsystem
+        "Subsystem sftp internal-sftp\n" + (f"SetEnv {env_lines}\n" if env_lines else "")
     )
     log = (root / "sshd.log").open("w")
     proc = subprocess.Popen(

@@ -33,6 +33,8 @@ CLIENT_ID = "hubops-verify-client"
 CLIENT_SECRET = "verify-client-secret-7d1e"
 
 
+USER_FS_SIZE = "384M"  # the suites' deployment: paths.user_data_dir is a tmpfs of this size
+USER_QUOTA = "64M"  # and singleuser.disk_quota (soft: tmpfs has no project quotas)
 USERS = [
     ProviderUser("alice", "alice-pass", 101, ("ml-lab",)),  # admin
     ProviderUser("bob", "bob-pass", 102, ("ml-lab",)),

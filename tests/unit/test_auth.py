@@ -32,6 +32,7 @@ SECRETS = {
     "admin_password": "admin-password-0123456789abcdef01234567",
     "proxy_token": "proxy-token-5c1d",
     "metrics_token": "metrics-token-9e2b",
+    "ops_token": "ops-token-5c1d",
 }
 PROFILES = [
     {"groups": ["staff"], "mem_limit": "4G"},

@@ -33,6 +33,8 @@ READ_ONLY = (
     r"^docker exec hubops-\w+-hub python3 -c ",
     r"^docker version --format ",
     r"^id -un; id -u$",
+    r"^cat /srv/jupyterhub/hubops-user-backup\.json 2>/dev/null$",
+    r"^docker run --rm --network none --user 0:0 .* -c 'cat /srv/jupyterhub/hubops-user-backup",
     r"^ls -1 /srv/jupyterhub/backups 2>/dev/null$",
     r"^docker run --rm --network none --user 0:0 .* -c 'ls -1 /srv/jupyterhub/backups "
     r"2>/dev/null'$",
@@ -89,14 +91,19 @@ def probe(health: object, users: int, servers: list[list[str | None]]) -> str:
     return json.dumps({"health": health, "users": users, "servers": servers}) + "\n"
 
 
-def root_host() -> ScriptedHost:
-    return ScriptedHost().on(r"^id -un; id -u$", "root\n0\n")
+def root_host(data_backup: str | None = None) -> ScriptedHost:
+    """A root host; ``data_backup``: the record of the users' files' last backup (None: none)."""
+    host = ScriptedHost().on(r"^id -un; id -u$", "root\n0\n")
+    return host.on(
+        r"^cat /srv/jupyterhub/hubops-user-backup\.json 2>/dev/null$",
+        *((data_backup, 0) if data_backup is not None else ("", 1)),
+    )
 
 
-def running_hub_host(health: object = 200) -> ScriptedHost:
+def running_hub_host(health: object = 200, data_backup: str | None = None) -> ScriptedHost:
     """A root host whose hub runs with two users' servers (bob's exited, alice's holding GPU
     1) and two backups beside a directory that is no backup."""
-    host = root_host()
+    host = root_host(data_backup)
     host.on(r"^docker container inspect hubops-local-hub$", json.dumps([hub_container()]))
     host.on(
         r"^docker exec hubops-local-hub python3 -c ",
@@ -286,6 +293,7 @@ def test_a_non_root_deploy_user_lists_backups_through_a_helper_container(
         "20240430T020000Z\n20240501T020000Z\n",
     )
     host.on(NO_USAGE, "cat: no such file\n", 1)
+    host.on(r"^docker run --rm .* -c 'cat /srv/jupyterhub/hubops-user-backup\.json ", "", 1)
     status = read_status(host, settings, plan)
     assert status.last_backup == "20240501T020000Z"
     assert not host.sent(r"^ls "), "the deploy user cannot read the backups itself"

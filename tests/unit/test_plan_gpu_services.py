@@ -11,7 +11,7 @@ from hubops.config import environments
 from hubops.errors import ConfigError
 from hubops.plan.containers import plan
 from hubops.plan.hub_config import cull_every, hub_config
-from hubops.plan.model import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE
+from hubops.plan.model import CULLER_SCOPES, GPU_MONITOR, METRICS_SERVICE, OPS_SERVICE
 from tests.support.checkout import Checkout
 
 REVS = {"proxy": "r1", "hub": "r1", "singleuser": "r1", "base": "r1"}
@@ -37,7 +37,7 @@ def test_the_lab_runs_the_gpu_monitor_and_the_arbiter(checkout: Checkout) -> Non
     loaded = environments.load(checkout.root, "lab")
     config = hub_config("lab", loaded.settings, REVS)
     assert config.traits["HubopsSpawner"]["gpu_idle_timeout"] == 1800
-    assert config.service_tokens == {METRICS_SERVICE: "metrics_token"}
+    assert config.service_tokens == {METRICS_SERVICE: "metrics_token", OPS_SERVICE: "ops_token"}
     roles = {r["name"]: r for r in config.traits["JupyterHub"]["load_roles"]}
     assert roles[METRICS_SERVICE]["scopes"] == ["read:metrics"]
     p = plan("lab", loaded.settings, REVS)

@@ -35,6 +35,7 @@ FAKE_SECRETS = {
     "admin_password": "FAKE-admin-password-0123456789abcdef0123456789",
     "proxy_token": "FAKE-proxy-token-88e1",
     "metrics_token": "FAKE-metrics-token-31c7",
+    "ops_token": "FAKE-ops-token-64b0",
 }
 
 

@@ -28,6 +28,8 @@ from tests.support.tls import write_cert
 from tests.support.verify import (
     CLIENT_ID,
     CLIENT_SECRET,
+    USER_FS_SIZE,
+    USER_QUOTA,
     USERS,
     LoggedIn,
     LoginReport,
@@ -38,8 +40,6 @@ from tests.support.verify import (
 )
 
 REPORT_KEY = pytest.StashKey[LoginReport]()
-USER_FS_SIZE = "384M"  # paths.user_data_dir: a tmpfs of this size
-USER_QUOTA = "64M"  # singleuser.disk_quota (soft: tmpfs has no project quotas)
 # what a user server reaches: path -> (without isolation, with it); printed in the summary
 REACH_KEY = pytest.StashKey[dict[str, tuple[str, str]]]()
 
