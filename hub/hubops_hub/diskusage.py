@@ -9,9 +9,10 @@ data directory: the hub's metrics (``hubops_user_disk_bytes``), the spawn's prog
 
 Hard mode: the filesystem enforces the quota with a project quota per user directory (XFS
 project quotas, or ext4 with the project feature mounted with prjquota). The hub sets it at
-each spawn, so a new user and a changed quota are covered, through a one-shot privileged
-container of the hub image (``hard_quota_script``): the hub holds the Docker socket already,
-and the quota tools need the filesystem's device. Measuring goes on as in soft mode.
+each spawn, so a new user and a changed quota are covered, with the host's own quota tools
+(``hard_quota_script``), from a one-shot privileged container that chroots into the host's
+root as hubops' root helper does: the hub holds the Docker socket already, and the tools need
+the filesystem's device. Measuring goes on as in soft mode.
 
 Which mode a filesystem can do is decided from its type and mount options
 (``capability``), both on the host (``invoke doctor``, ``invoke deploy``) and in the hub (its

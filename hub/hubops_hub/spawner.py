@@ -39,6 +39,7 @@ from hubops_hub.labels import (
     LABEL_GPU_IDLE_TIMEOUT,
     LABEL_GPUS,
     LABEL_IMAGE,
+    LABEL_ROLE,
     LABEL_SERVER,
     LABEL_STARTED,
     LABEL_USER,
@@ -329,15 +330,18 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             return
         project = await loop.run_in_executor(None, diskusage.project_id, os.path.basename(path))
         script = diskusage.hard_quota_script(can.fstype, path, project, quota)
-        mount = Mount(self.user_data_dir, self.user_data_dir, type="bind")
-        host_config = {"privileged": True, "network_mode": "none", "mounts": [mount]}
+        # the host's own quota tools (xfsprogs; e2fsprogs and quota on ext4, which
+        # host.prepare installs), as hubops' root helper runs them: chroot into the host's
+        # root; privileged, as they need the filesystem's device
+        host_config = {"privileged": True, "network_mode": "none", "binds": ["/:/host"]}
         created = await self.docker(
             "create_container",
             image=self.hub_image,
-            command=["sh", "-c", script],
-            entrypoint=[],
+            command=["/host", "/bin/sh", "-c", script],
+            entrypoint=["chroot"],
+            environment={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
             host_config=await self.docker("create_host_config", **host_config),
-            labels={LABEL_ENV: self.hubops_environment},
+            labels={LABEL_ENV: self.hubops_environment, LABEL_ROLE: "root-helper"},
         )
         try:
             await self.docker("start", created["Id"])

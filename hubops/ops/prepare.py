@@ -397,6 +397,32 @@ def fstab_with_prjquota(text: str, target: str) -> str | None:
     return None
 
 
+# the host's tools that set a project and its limit (the hub runs them at each spawn, chrooted
+# into the host's root): command -> Debian package
+QUOTA_TOOLS = {
+    "xfs": {"xfs_quota": "xfsprogs"},
+    "ext4": {"chattr": "e2fsprogs", "setquota": "quota"},
+}
+
+
+def _quota_tools(host: Host, fstype: str, report: PrepareReport) -> None:
+    tools = QUOTA_TOOLS[fstype]
+    missing = [
+        package
+        for command, package in tools.items()
+        if not host.run(f"command -v {command}", check=False).ok
+    ]
+    if not missing:
+        report.kept.append(f"quota tools installed ({', '.join(tools)})")
+        return
+    host.run(
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q "
+        "--no-install-recommends " + " ".join(missing),
+        timeout=900,
+    )
+    report.changed.append(f"installed {', '.join(missing)} (the hub sets quotas with them)")
+
+
 def _project_quotas(host: Host, settings: Environment, report: PrepareReport) -> None:
     """Project quotas for paths.user_data_dir, where singleuser.disk_quota asks for them and
     its filesystem allows: XFS gets prjquota in /etc/fstab (XFS takes quota options only at
@@ -408,6 +434,8 @@ def _project_quotas(host: Host, settings: Environment, report: PrepareReport) ->
     m = quotas.mount_of(host, settings.paths.user_data_dir)
     can = capability(m.fstype, m.options)
     where = f"{m.target} ({m.fstype}, {m.source})"
+    if m.fstype in QUOTA_TOOLS:
+        _quota_tools(host, m.fstype, report)
     if can.mode == "hard":
         report.kept.append(f"project quotas on {where}")
         return

@@ -249,6 +249,7 @@ def test_prepare_adds_prjquota_to_fstab_for_xfs_and_says_to_remount(checkout: Ch
     mounted, so the remount is the admin's (it would cut off running servers)."""
     host = ScriptedHost()
     host.on(r"findmnt --json", findmnt("/srv", "xfs", "rw,relatime,attr2,inode64"))
+    host.on(r"^command -v xfs_quota$", "/usr/sbin/xfs_quota\n")
     host.on(r"^cat /etc/fstab$", FSTAB.replace("/srv/users", "/srv"))
     host.on(r"^cp -p /etc/fstab /etc/fstab\.hubops-backup$", "")
     host.on(r"^mkdir -p /etc && cat > /etc/fstab\.hubops-tmp && mv -f", "")
@@ -275,14 +276,30 @@ def test_prepare_changes_nothing_where_it_cannot_or_need_not(
 ) -> None:
     host = ScriptedHost()
     host.on(r"findmnt --json", findmnt(target, fstype, options))
+    host.on(r"^command -v (xfs_quota|chattr|setquota)$", "/usr/sbin/tool\n")
     report = PrepareReport("h")
     _project_quotas(host, quota_settings(checkout), report)
     assert report.changed == []
-    assert report.kept == ([kept] if kept else [])
+    tools = "xfs_quota" if fstype == "xfs" else "chattr, setquota"
+    assert report.kept == [f"quota tools installed ({tools})"] + ([kept] if kept else [])
     assert (todo is None) == (report.todo == [])
     if todo:
         assert todo in report.todo[0]
-    assert len(host.commands) == 1, "only findmnt"
+    assert not host.sent(r"apt-get|fstab"), "only reads"
+
+
+def test_prepare_installs_the_quota_tools_the_hub_runs_on_the_host(checkout: Checkout) -> None:
+    """ext4 with prjquota, e2fsprogs there and quota not: quota is installed (the hub runs
+    chattr and setquota on the host at each spawn)."""
+    host = ScriptedHost()
+    host.on(r"findmnt --json", findmnt("/srv", "ext4", "rw,relatime,prjquota"))
+    host.on(r"^command -v chattr$", "/usr/bin/chattr\n")
+    host.on(r"^command -v setquota$", "", 1)
+    host.on(r"apt-get install -y -q --no-install-recommends quota$", "")
+    report = PrepareReport("h")
+    _project_quotas(host, quota_settings(checkout), report)
+    assert report.changed == ["installed quota (the hub sets quotas with them)"]
+    assert report.kept == ["project quotas on /srv (ext4, /dev/nvme1n1)"]
 
 
 def test_prepare_leaves_quotas_alone_in_soft_mode_or_without_a_quota(checkout: Checkout) -> None:
