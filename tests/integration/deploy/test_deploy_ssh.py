@@ -103,6 +103,12 @@ def test_doctor_on_a_healthy_lab_host(ssh_deployment: Deployment) -> None:
     assert "SIMULATED" in checks["nvidia driver"].detail
     assert checks["gpu in containers"].detail == "a container given all GPUs sees 4"
     assert checks["clock"].status == "ok"
+    # read as root (the deploy user cannot see into the test's private directories): the
+    # users' directory's filesystem, the one the hub's data is on too
+    quota = checks["disk quota"]
+    assert quota.detail.startswith("soft (no quota set; "), quota
+    assert "ext4 without prjquota" in quota.detail or "has no project quotas" in quota.detail
+    assert checks["disk shared"].status == "warn", "data_dir and user_data_dir share a disk"
 
 
 def test_the_non_root_deploy_leaves_root_owned_state(
