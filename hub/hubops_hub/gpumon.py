@@ -13,6 +13,9 @@ NVML has no utilisation, so a process on the MIG device counts as use. The monit
 when each holder was last busy; before its first sample (after a hub restart) it assumes
 nothing older than its own start.
 
+At each sample it also charges GPU-seconds, held and busy, to each holder's user and group
+(``hubops_hub.gpuusage``, a SQLite file that DB backups include).
+
 It serves its view as JSON on 127.0.0.1 inside the hub container (``STATE_URL``): the idle
 culler's arbiter (``hubops_hub.culling``), the hub's metrics (``hubops_hub.metrics``), the
 spawn form and ``invoke gpus`` all read that same view.
@@ -34,11 +37,13 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from hubops_hub import gpuusage
 from hubops_hub.gpus import HOLDING_STATES, Holding, Policy, free_ids
 from hubops_hub.labels import (
     LABEL_ENV,
     LABEL_GPU_IDLE_TIMEOUT,
     LABEL_GPUS,
+    LABEL_GROUP,
     LABEL_ROLE,
     LABEL_SERVER,
     LABEL_STARTED,
@@ -62,6 +67,7 @@ class Holder:
     gpus: tuple[str, ...]  # pool IDs, or ("all",)
     started: float
     idle_timeout: int | None = None  # seconds (label); None: the culler's own timeout
+    group: str = ""  # the group its GPU-seconds are charged to (label)
 
 
 def holder_from_labels(container_id: str, labels: Mapping[str, str]) -> Holder | None:
@@ -76,6 +82,7 @@ def holder_from_labels(container_id: str, labels: Mapping[str, str]) -> Holder |
         gpus=tuple(gpus.split(",")),
         started=float(labels.get(LABEL_STARTED) or 0),
         idle_timeout=int(timeout) if timeout.isdigit() else None,
+        group=labels.get(LABEL_GROUP, ""),
     )
 
 
@@ -103,20 +110,44 @@ def _app_gpu(app_gpu: str, sample: Sample) -> str:
     return state.uuid if state else app_gpu
 
 
-def holder_busy(holder: Holder, sample: Sample, holders: Iterable[Holder], busy: int) -> bool:
-    """Whether ``holder`` used one of its GPUs at ``sample`` (see the module's rule)."""
+def busy_count(holder: Holder, sample: Sample, holders: Iterable[Holder], busy: int) -> int:
+    """How many of ``holder``'s GPUs it used at ``sample`` (see the module's rule)."""
     others = Counter(u for h in holders for u in gpu_uuids(h, sample))
     mine = {
         _app_gpu(a.gpu_uuid, sample) for a in sample.apps if a.container_id == holder.container_id
     }
+    n = 0
     for uuid in gpu_uuids(holder, sample):
         state = next(g for g in sample.gpus if g.uuid == uuid)
         if state.utilization is None:  # MIG: no utilisation from NVML; a process is use
-            if uuid in mine:
-                return True
+            n += uuid in mine
         elif state.utilization >= busy and (uuid in mine or others[uuid] <= 1):
-            return True
-    return False
+            n += 1
+    return n
+
+
+def holder_busy(holder: Holder, sample: Sample, holders: Iterable[Holder], busy: int) -> bool:
+    """Whether ``holder`` used one of its GPUs at ``sample`` (see the module's rule)."""
+    return busy_count(holder, sample, holders, busy) > 0
+
+
+def charges(
+    sample: Sample, holders: list[Holder], busy: int, previous: float | None, every: int
+) -> list[gpuusage.Charge]:
+    """GPU-seconds since the previous sample (taken at ``previous``; None: none), per holder:
+    held, its GPUs times the time it held them; busy, the GPUs it used at this sample times
+    the same time. Nothing where the gap is longer than gpuusage.MAX_GAP samples."""
+    if previous is None or sample.at - previous > gpuusage.MAX_GAP * every:
+        return []
+    out = []
+    for h in holders:
+        seconds = sample.at - max(previous, h.started)
+        gpus = len(gpu_uuids(h, sample))
+        if seconds <= 0 or not gpus:
+            continue
+        used = busy_count(h, sample, holders, busy)
+        out.append(gpuusage.Charge(h.user, h.group, seconds * gpus, seconds * used))
+    return out
 
 
 @dataclass
@@ -261,6 +292,7 @@ class Monitor:
         self.sample: Sample | None = None
         self.holders: list[Holder] = []
         self.error: str | None = "no sample yet"
+        self.usage_db = gpuusage.USAGE_DB
         self.probe_seconds: float | None = None
         # one name per environment: a probe left behind by a killed monitor (a hub restart
         # in the middle of a sample) is removed by the next one, never piled up
@@ -317,7 +349,13 @@ class Monitor:
             log.warning("GPU sample failed: %s", self.error)
             return
         self.tracker.update(sample, holders)
+        previous = self.sample.at if self.sample else None
         self.sample, self.holders, self.error = sample, holders, None
+        try:
+            found = charges(sample, holders, self.tracker.busy, previous, self.every)
+            gpuusage.record(self.usage_db, sample.at, found)
+        except Exception as exc:  # the view goes on; the hours of this sample are lost
+            log.warning("could not record GPU-seconds in %s: %s", self.usage_db, exc)
 
     def state(self) -> dict[str, Any]:
         """The view with the holders as they are now (labels, a quick engine call) and NVML as
@@ -328,6 +366,7 @@ class Monitor:
             holders = self.holders
         out = view(self.sample, holders, self.tracker, self.policy, time.time(), self.error)
         out["probe_seconds"] = self.probe_seconds  # what the last sample cost, start to end
+        out["usage"] = gpuusage.totals(self.usage_db, by="both")  # since ever, for the metrics
         return out
 
     def run(self) -> None:

@@ -13,6 +13,8 @@ LABEL_ROLE = f"{LABEL_PREFIX}.role"  # proxy, hub, user, build, test, root-helpe
 LABEL_GPUS = f"{LABEL_PREFIX}.gpus"  # comma-separated device IDs, or "all"
 LABEL_USER = f"{LABEL_PREFIX}.user"
 LABEL_SERVER = f"{LABEL_PREFIX}.server"
+# the group whose profile gave the server its GPUs (GPU-hours are charged to it); "" for none
+LABEL_GROUP = f"{LABEL_PREFIX}.group"
 LABEL_STARTED = f"{LABEL_PREFIX}.started"  # Unix time the container was created
 LABEL_IMAGE = f"{LABEL_PREFIX}.image"  # the image reference it runs, name@sha256:... after a push
 LABEL_HASH = f"{LABEL_PREFIX}.spec-hash"  # hub and proxy: a hash of what made them

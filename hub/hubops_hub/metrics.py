@@ -27,8 +27,9 @@ MIB = 1024 * 1024
 
 SPAWN_FAILURES = Counter(
     "hubops_gpu_spawn_failures",
-    "Spawns refused because the GPUs asked for were not free (reason: empty-pool) or over "
-    "the user's limit (over-limit).",
+    "Spawns refused because the GPUs asked for were not free (reason: empty-pool), did not "
+    "come free while the spawn waited in line (queue-timeout), or over the user's limit "
+    "(over-limit).",
     ["reason"],
 )
 
@@ -105,6 +106,16 @@ class HubopsCollector(Collector):
         for h in state["holders"]:
             holder.add_metric([h["user"], h["server"], ",".join(h["gpus"])], h["idle_seconds"])
         yield holder
+        seconds = CounterMetricFamily(
+            "hubops_gpu_seconds",
+            "GPU-seconds per user and the group whose profile gave the GPU: held (GPUs times "
+            "the time held) and busy (of those, the GPUs used at the monitor's samples).",
+            labels=["user", "group", "state"],
+        )
+        for row in state.get("usage") or []:
+            seconds.add_metric([row["user"], row["group"], "held"], row["held_seconds"])
+            seconds.add_metric([row["user"], row["group"], "busy"], row["busy_seconds"])
+        yield seconds
 
     def disk(self) -> Iterator[Metric]:
         """Users' disk use and quotas, as hubops-disk-usage last measured them."""

@@ -21,7 +21,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Dict, Integer, List, Unicode
 
-from hubops_hub import culling, diskusage, metrics
+from hubops_hub import culling, diskusage, metrics, spawnline
 from hubops_hub.gpumon import holder_from_labels, kinds, read_state
 from hubops_hub.gpus import (
     HOLDING_STATES,
@@ -38,6 +38,7 @@ from hubops_hub.labels import (
     LABEL_ENV,
     LABEL_GPU_IDLE_TIMEOUT,
     LABEL_GPUS,
+    LABEL_GROUP,
     LABEL_IMAGE,
     LABEL_ROLE,
     LABEL_SERVER,
@@ -104,6 +105,18 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
     hub_image = Unicode(
         "", config=True, help="The hub's image: hard disk quotas are set from a container of it."
     )
+    queue_timeout = Integer(
+        0,
+        config=True,
+        help="gpu.queue_timeout: seconds a spawn waits in line for its GPUs (a profile's "
+        "queue_timeout wins); 0: refused at once when they are not free.",
+    )
+    concurrent_starts = Integer(
+        0,
+        config=True,
+        help="hub.concurrent_starts: user containers starting at once, the others wait in "
+        "line; 0: twice the host's cores.",
+    )
 
     # --- who may do what -------------------------------------------------------------------
 
@@ -163,6 +176,12 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
                 if total
                 else "your GPUs are assigned to you"
             )
+            waiting = len(spawnline.GPU_LINE)
+            if total and self.policy.name in ("exclusive", "shared"):
+                status += (
+                    f"; {waiting} {'spawn waits' if waiting == 1 else 'spawns wait'} in line "
+                    "for one"
+                )
             parts.append(
                 '<label for="gpus">GPUs</label>'
                 f'<select class="form-control" name="gpus" id="gpus">{counts}</select>'
@@ -171,6 +190,13 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         stopped = self._last_stop_html()
         if stopped:
             parts.insert(0, stopped)
+        notice = spawnline.restart_notice(self._line_key())
+        if notice:
+            parts.insert(
+                0,
+                f'<div class="alert alert-warning" id="hubops-line-lost">{html.escape(notice)}'
+                "</div>",
+            )
         return "\n".join(parts)
 
     def _free_kinds_html(self, devices: list[dict[str, Any]]) -> str:
@@ -229,11 +255,13 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
     # --- the engine's view -----------------------------------------------------------------
 
     async def holdings(self) -> list[Holding]:
-        """Who holds which GPUs now, from the labels of this environment's containers."""
+        """Who holds which GPUs now, from the labels of this environment's containers, and the
+        GPUs of the spawns that have left the GPU line and not yet created their container
+        (but this server's own)."""
         containers = await self.docker(
             "containers", all=True, filters={"label": [f"{LABEL_ENV}={self.hubops_environment}"]}
         )
-        out = []
+        out = [h for key, h in spawnline.RESERVED.items() if key != self._line_key()]
         for c in containers:
             if c.get("State") not in HOLDING_STATES:
                 continue
@@ -270,19 +298,116 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             self.extra_host_config = host_config
         return profile
 
-    async def start(self) -> Any:
-        profile = self.apply_profile()
-        self._gpu_count = self._requested_gpus()
+    def _check_request(self, profile: dict[str, Any]) -> int:
+        """The GPUs asked for, within what the user's profile allows."""
+        count = self._requested_gpus()
         limit = int(profile.get("max_gpus", 0))
-        if self._gpu_count > limit and self.policy.name not in ("none", "all"):
+        if count > limit and self.policy.name not in ("none", "all"):
             metrics.SPAWN_FAILURES.labels("over-limit").inc()
             raise GPURequestError(
-                403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {self._gpu_count}"
+                403, f"{self.user.name} may use {limit} GPU(s) at most; asked for {count}"
             )
-        await self._disk_quota(profile)
-        ip_port = await super().start()
-        await self._wait_listening(*ip_port)
-        return ip_port
+        return count
+
+    async def start(self) -> Any:
+        try:
+            profile = self.apply_profile()
+            self._gpu_count = self._check_request(profile)
+            await self._disk_quota(profile)
+            ip_port = await super().start()
+            await self._wait_listening(*ip_port)
+            return ip_port
+        finally:  # ready, failed or cancelled: the next in line may start
+            spawnline.STARTS.release(self._line_key())
+
+    async def stop(self, now: bool = False) -> Any:
+        """Besides DockerSpawner's stop: the GPU line looks at once (the head may now fit)."""
+        try:
+            return await super().stop(now=now)
+        finally:
+            spawnline.STARTS.release(self._line_key())
+            spawnline.GPU_LINE.changed()
+
+    # --- the lines (hubops_hub.spawnline) ----------------------------------------------------
+
+    def _line_key(self) -> str:
+        return f"{self.user.name}/{self.name}" if self.name else self.user.name
+
+    def _queue_timeout(self, profile: dict[str, Any]) -> int:
+        value = profile.get("queue_timeout")
+        return int(self.queue_timeout if value is None else value)
+
+    async def run_pre_spawn_hook(self) -> None:
+        """The configured pre_spawn_hook, then the lines: for GPUs where they are not free,
+        then for a start slot. JupyterHub applies no timeout here, so start_timeout counts
+        from the start itself; a cancel (stopping the pending server) leaves the line."""
+        await maybe_future(super().run_pre_spawn_hook())
+        key = self._line_key()
+        future = getattr(self, "_spawn_future", None)
+        if future is not None:  # whatever ends the spawn gives back what it took
+            future.add_done_callback(lambda _: self._end_of_spawn(key))
+        profile = self.apply_profile()
+        count = self._check_request(profile)
+        await self._wait_for_gpus(key, count, profile)
+        spawnline.STARTS.capacity = self.concurrent_starts or spawnline.default_starts()
+        spawnline.STARTS.max_hold = float(self.start_timeout + self.http_timeout + 60)
+        await spawnline.STARTS.acquire(key, self.user.name)
+
+    def _end_of_spawn(self, key: str) -> None:
+        spawnline.STARTS.release(key)
+        if spawnline.RESERVED.pop(key, None) is not None:
+            spawnline.GPU_LINE.changed()
+
+    async def _wait_for_gpus(self, key: str, count: int, profile: dict[str, Any]) -> None:
+        """Wait in line until ``count`` GPUs are free for this server, then reserve them
+        (``spawnline.RESERVED``, which allocation counts until the container carries them)."""
+        policy = self.policy
+        timeout = self._queue_timeout(profile)
+        if count <= 0 or policy.name not in ("exclusive", "shared") or timeout <= 0:
+            return
+        if count > len(policy.pool):
+            raise GPURequestError(
+                403, f"{count} GPUs asked for, and the pool has {len(policy.pool)}; ask for fewer"
+            )
+        ticket = spawnline.GPU_LINE.join(key, self.user.name, count)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if spawnline.GPU_LINE.first(ticket):
+                    async with _ALLOCATION_LOCK:
+                        holdings = await self.holdings()
+                        self._check_held(holdings, count, profile)
+                        try:
+                            ids = allocate(policy, holdings, count, self.user.name, self._groups())
+                        except NoGPUAvailable:
+                            ids = None
+                        if ids:
+                            spawnline.RESERVED[key] = Holding(self.user.name, self.name, tuple(ids))
+                            return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    metrics.SPAWN_FAILURES.labels("queue-timeout").inc()
+                    raise GPURequestError(
+                        503,
+                        f"no GPU came free in {timeout} s of waiting in line ({count} asked for, "
+                        f"{len(policy.pool)} in the pool); try again later or start without a GPU",
+                    )
+                await spawnline.GPU_LINE.wait(min(left, spawnline.POLL))
+        finally:
+            spawnline.GPU_LINE.leave(ticket)
+
+    def _check_held(self, holdings: list[Holding], count: int, profile: dict[str, Any]) -> None:
+        mine = sum(
+            len(h.gpus) for h in holdings if h.user == self.user.name and h.server != self.name
+        )
+        limit = int(profile.get("max_gpus", 0))
+        if count and mine + count > limit and self.policy.name not in ("none", "all"):
+            metrics.SPAWN_FAILURES.labels("over-limit").inc()
+            raise GPURequestError(
+                403,
+                f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
+                "stop another server first",
+            )
 
     # --- disk quota ------------------------------------------------------------------------
 
@@ -357,6 +482,14 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             await self.docker("remove_container", created["Id"], force=True)
 
     async def progress(self) -> Any:
+        """The place in line while the spawn waits (read anew by every page that asks: a
+        reload shows the same place), then the start's own events."""
+        key, last = self._line_key(), None
+        while (text := spawnline.status(key)) is not None:
+            if text != last:
+                yield {"progress": 5, "message": text}
+                last = text
+            await asyncio.sleep(1)
         notice = getattr(self, "_disk_notice", "")
         if notice:
             yield {"message": notice}
@@ -390,26 +523,35 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
 
     async def create_object(self) -> Any:
         count = getattr(self, "_gpu_count", self._default_count())
+        key = self._line_key()
         async with _ALLOCATION_LOCK:
-            holdings = await self.holdings()
-            mine = sum(
-                len(h.gpus) for h in holdings if h.user == self.user.name and h.server != self.name
-            )
-            limit = int(self.profile().get("max_gpus", 0))
-            if count and mine + count > limit and self.policy.name not in ("none", "all"):
-                metrics.SPAWN_FAILURES.labels("over-limit").inc()
-                raise GPURequestError(
-                    403,
-                    f"{self.user.name} holds {mine} GPU(s) already and may use {limit}; "
-                    "stop another server first",
-                )
             try:
-                ids = allocate(self.policy, holdings, count, self.user.name, self._groups())
-            except NoGPUAvailable as exc:
-                metrics.SPAWN_FAILURES.labels("empty-pool").inc()
-                raise GPURequestError(503, str(exc)) from None
-            self._set_gpu_request(ids)
-            return await super().create_object()
+                holdings = await self.holdings()
+                profile = self.profile()
+                self._check_held(holdings, count, profile)
+                reserved = spawnline.RESERVED.get(key)
+                if reserved is not None and len(reserved.gpus) == count:
+                    ids: list[str] | None = list(reserved.gpus)  # from the line
+                else:
+                    waiting = len(spawnline.GPU_LINE)
+                    if count and waiting and self.policy.name in ("exclusive", "shared"):
+                        metrics.SPAWN_FAILURES.labels("empty-pool").inc()
+                        raise GPURequestError(
+                            503,
+                            f"{waiting} {'spawn waits' if waiting == 1 else 'spawns wait'} in "
+                            "line for GPUs, and they come first; try again later or start "
+                            "without a GPU",
+                        )
+                    try:
+                        ids = allocate(self.policy, holdings, count, self.user.name, self._groups())
+                    except NoGPUAvailable as exc:
+                        metrics.SPAWN_FAILURES.labels("empty-pool").inc()
+                        raise GPURequestError(503, str(exc)) from None
+                self._set_gpu_request(ids)
+                return await super().create_object()
+            finally:  # the container's labels hold them now, or the create failed
+                if spawnline.RESERVED.pop(key, None) is not None:
+                    spawnline.GPU_LINE.changed()
 
     async def delete_forever(self) -> None:
         """A user is deleted (admin page or API): JupyterHub has stopped their servers, so
@@ -477,6 +619,7 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
             LABEL_IMAGE: self.image,
             LABEL_SERVER: self.name,
             LABEL_STARTED: str(int(time.time())),
+            LABEL_GROUP: self._charged_group(),
         }
         out.pop(LABEL_GPU_IDLE_TIMEOUT, None)
         if gpus:
@@ -487,6 +630,12 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         else:
             out.pop(LABEL_GPUS, None)
         return out
+
+    def _charged_group(self) -> str:
+        """The group whose profile applies (GPU-hours are charged to it): the first of the
+        profile's groups that the user is in; "" for a profile for everybody."""
+        mine = set(self._groups())
+        return next((g for g in self.profile().get("groups") or [] if g in mine), "")
 
     async def poll(self) -> Any:
         """Besides DockerSpawner's check: stop a server older than its group's max_age."""

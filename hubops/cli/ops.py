@@ -22,13 +22,23 @@ from hubops.host.files import file_host
 from hubops.host.target import image_fetcher, open_host
 from hubops.ops import databackup, datarestore
 from hubops.ops.doctor import run_checks
-from hubops.ops.gpus import GPU_COLUMNS, holders, read_view, swarm_holders
+from hubops.ops.gpus import (
+    GPU_COLUMNS,
+    USAGE_COLUMNS,
+    holders,
+    parse_since,
+    read_usage,
+    read_view,
+    swarm_holders,
+    usage_rows,
+)
 from hubops.ops.gpus import report as gpu_report
 from hubops.ops.migrate import Side, migrate
 from hubops.ops.prepare import BackupTimer, prepare
 from hubops.ops.restore import reload_certificate, restore_backup
 from hubops.ops.status import logs_command, read_status
 from hubops.ops.users import purge
+from hubops.plan.hub_config import gpu_monitor
 from hubops.plan.render import Rendered
 
 
@@ -129,12 +139,29 @@ def doctor(c: Context, env: str | None = None) -> None:
         raise HubopsError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
 
 
-@task(help={"env": ENV_HELP})
-def gpus(c: Context, env: str | None = None) -> None:
-    """Show who holds which GPU: user, server, GPU IDs, since when, image."""
+@task(
+    help={
+        "env": ENV_HELP,
+        "usage": "show GPU-hours held and busy per user (or group) instead of the holders",
+        "since": "with --usage: how far back, e.g. 30d, 12h, 90m (default: since the first sample)",
+        "by": "with --usage: user (default) or group (the group whose profile gave the GPU)",
+    }
+)
+def gpus(
+    c: Context,
+    env: str | None = None,
+    usage: bool = False,
+    since: str = "0",
+    by: str = "user",
+) -> None:
+    """Show who holds which GPU: user, server, GPU IDs, since when, image; or, with --usage,
+    the GPU-hours each user or group held, and how much of that time they computed."""
     root = repo_root(c)
     name = resolve_env(c, env)
     loaded = environments.load(root, name)
+    if usage:
+        _gpu_usage(root, name, loaded, since, by)
+        return
     if loaded.settings.cluster == "swarm":
         _swarm_gpus(root, name, loaded)
         return
@@ -154,6 +181,40 @@ def gpus(c: Context, env: str | None = None) -> None:
     Console().print(table)
     if report.notes:
         echo(report.notes)
+
+
+def _gpu_usage(
+    root: Path, name: str, loaded: environments.LoadedEnvironment, since: str, by: str
+) -> None:
+    if by not in USAGE_COLUMNS:
+        raise HubopsError(f"invoke gpus --by: got {by!r}; expected user or group")
+    seconds = parse_since(since)
+    if loaded.settings.cluster != "docker" or not gpu_monitor(loaded.settings):
+        raise HubopsError(
+            f"config/environments/{name}.yaml: GPU-hours come from hubops' GPU monitor, which "
+            f"runs on a single host (cluster docker) with a gpu.policy other than none; this "
+            f"environment has cluster {loaded.settings.cluster} and gpu.policy "
+            f"{loaded.settings.gpu.policy}"
+        )
+    with open_host(root, loaded) as host:
+        data = read_usage(host, name, loaded.settings, seconds, by)
+    span_text = f"the last {since}" if seconds else "since the first sample"
+    table = Table(title=f"GPU-hours of {name} by {by}, {span_text}")
+    for column in USAGE_COLUMNS[by]:
+        table.add_column(column, overflow="fold")
+    rows = usage_rows(data, by)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if not rows:
+        echo(["no GPU was held in that time"])
+    echo(
+        [
+            "held: GPUs times the time a server held them; busy: of that, the GPUs it used "
+            f"at the monitor's samples (every {loaded.settings.gpu.sample_every} s, from "
+            f"{loaded.settings.gpu.busy_utilization}% utilisation)"
+        ]
+    )
 
 
 def _swarm_gpus(root: Path, name: str, loaded: environments.LoadedEnvironment) -> None:

@@ -184,10 +184,20 @@ class HubSettings(Section):
         "(usually 80). Unset: plain http is refused.",
     )
     concurrent_spawn_limit: int = Field(
-        100,
+        500,
         ge=1,
-        description="How many user servers may be starting at the same time; more logins "
-        "are refused (HTTP 429), not queued, so keep it above the size of a class.",
+        description="How many spawns may be under way at once, counting those that wait in "
+        "line (for a GPU, or for one of hub.concurrent_starts); JupyterHub refuses more "
+        "with HTTP 429. It caps the lines' length, so keep it above the size of a class.",
+    )
+    concurrent_starts: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="How many user containers may start (create, boot, answer) at the same "
+        "time; further spawns wait in line, their place shown, and singleuser.start_timeout "
+        "counts from their own start. Unset: twice the host's cores (at least 2). "
+        "cluster docker.",
     )
 
 
@@ -483,6 +493,13 @@ class GPUSettings(Section):
         description="Seconds between two samples of GPU use (NVML, through a probe container "
         "with the GPUs): the resolution of GPU idle time, the metrics and `invoke gpus`.",
     )
+    queue_timeout: int | None = Field(
+        None,
+        ge=0,
+        description="exclusive and shared: seconds a spawn waits in line for its GPUs when "
+        "not enough are free; first come, first served, the place shown on the progress "
+        "page; 0: refuse at once. Unset: 600. A profile's queue_timeout wins. cluster docker.",
+    )
     busy_utilization: int = Field(
         5,
         ge=1,
@@ -694,6 +711,12 @@ class Profile(Section):
         ge=10,
         description="These users' gpu.idle_timeout: seconds a GPU holder may use neither its "
         "GPU nor Jupyter before it is stopped (unset: gpu.idle_timeout).",
+    )
+    queue_timeout: int | None = Field(
+        None,
+        ge=0,
+        description="These users' gpu.queue_timeout: seconds a spawn waits in line for its "
+        "GPUs (0: refuse at once; unset: gpu.queue_timeout).",
     )
     gpu_kind: GPUKind = Field(
         "gpu",
@@ -1403,6 +1426,43 @@ class Environment(Section):
                     f"is {value}, but culling.enabled is false, so nothing is stopped; set "
                     f"culling.enabled: true, or remove {key}",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _lines_fit(self) -> Environment:
+        """gpu.queue_timeout needs a pool that can run out (exclusive, shared); both lines
+        are the hub's own, on a single host."""
+        timeouts: list[tuple[tuple[str, ...], int | None]] = [
+            (("gpu", "queue_timeout"), self.gpu.queue_timeout),
+            *(
+                (("singleuser", "profiles", str(i), "queue_timeout"), p.queue_timeout)
+                for i, p in enumerate(self.singleuser.profiles)
+            ),
+        ]
+        for path, value in timeouts:
+            if value is None:
+                continue
+            if self.cluster == "swarm":
+                raise RuleError(
+                    path,
+                    f"is {value} with cluster swarm, where the swarm's scheduler places "
+                    "services and keeps no line: a spawn whose GPUs are not free is refused; "
+                    "remove it",
+                )
+            if self.gpu.policy not in ("exclusive", "shared"):
+                raise RuleError(
+                    path,
+                    f"is {value}, but gpu.policy is {self.gpu.policy}, which hands out no "
+                    "GPUs from a pool (none: no GPU; all: every GPU to every server; pinned: "
+                    "each user's own), so nobody waits for one; remove it, or use gpu.policy "
+                    "exclusive or shared",
+                )
+        if self.hub.concurrent_starts is not None and self.cluster == "swarm":
+            raise RuleError(
+                ("hub", "concurrent_starts"),
+                f"is {self.hub.concurrent_starts} with cluster swarm, where each node starts "
+                "its own tasks; remove it",
+            )
         return self
 
     @model_validator(mode="after")

@@ -129,6 +129,12 @@ TABLE: tuple[Row, ...] = (
         "remove hub.http_port",
     ),
     Row("hub.concurrent_spawn_limit", "hub.concurrentSpawnLimit", ""),
+    _none(
+        "hub.concurrent_starts",
+        "pods start on the nodes, and the kubelets pace them; a pod that cannot start waits "
+        "Pending and JupyterHub's start_timeout applies",
+        "remove hub.concurrent_starts",
+    ),
     *(
         _none(
             f"tls.{key}",
@@ -369,6 +375,18 @@ TABLE: tuple[Row, ...] = (
         "gpu.idle_timeout",
         "the chart's culler sees Jupyter activity only; hubops' GPU monitor runs on a single host",
         "remove it (cull.timeout applies), and watch GPU use with NVIDIA's dcgm-exporter",
+    ),
+    _none(
+        "gpu.queue_timeout",
+        "a pod whose GPUs are not free waits Pending in Kubernetes' scheduler, with no place "
+        "in line, until singleuser.startTimeout",
+        "remove it; give the start more time with singleuser.start_timeout",
+    ),
+    _none(
+        "singleuser.profiles[].queue_timeout",
+        "a pod whose GPUs are not free waits Pending in Kubernetes' scheduler (see "
+        "gpu.queue_timeout)",
+        "remove it",
     ),
     _none(
         "gpu.sample_every",

@@ -1,8 +1,9 @@
-"""Backups of the hub's state on its host: the SQLite DB (online backup), cookie secret, config.
+"""Backups of the hub's state on its host: the SQLite DBs (online backup), cookie secret, config.
 
-A backup is ``<data_dir>/backups/<UTC timestamp>/``. The DB is copied with SQLite's online
-backup API from inside a hub-image container (the host needs no sqlite3), so a running hub is
-never read mid-write. The last N backups are kept.
+A backup is ``<data_dir>/backups/<UTC timestamp>/``. The DBs (JupyterHub's, and the GPU
+monitor's record of GPU-seconds per user and group) are copied with SQLite's online backup
+API from inside a hub-image container (the host needs no sqlite3), so a running hub is never
+read mid-write. The last N backups are kept.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from datetime import datetime, timezone
 from hubops.config.settings import Environment
 from hubops.errors import BackupError
 from hubops.host.base import Host, quote
-from hubops.plan.model import CONFIG_FILE, COOKIE_SECRET_FILE, DB_FILE, HUB_DATA_DIR
+from hubops.plan.model import (
+    CONFIG_FILE,
+    COOKIE_SECRET_FILE,
+    DB_FILE,
+    GPU_USAGE_FILE,
+    HUB_DATA_DIR,
+)
 
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}(\.\d+)?Z$")
 
@@ -50,16 +57,18 @@ def backup(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     target = f"{backups_dir(settings)}/{stamp}"
     files.run(f"install -d -m 700 {quote(backups_dir(settings))} {quote(target)}")
-    inner_src = f"{HUB_DATA_DIR}/{DB_FILE}"
-    inner_dst = f"{HUB_DATA_DIR}/backups/{stamp}/{DB_FILE}"
-    if files.run(f"test -s {quote(f'{data}/{DB_FILE}')}", check=False).ok:
-        running = (
-            hub_container
-            and host.run(
-                f"docker inspect -f '{{{{.State.Running}}}}' {quote(hub_container)}", check=False
-            ).stdout.strip()
-            == "true"
-        )
+    running = (
+        hub_container
+        and host.run(
+            f"docker inspect -f '{{{{.State.Running}}}}' {quote(hub_container)}", check=False
+        ).stdout.strip()
+        == "true"
+    )
+    for db in (DB_FILE, GPU_USAGE_FILE):
+        if not files.run(f"test -s {quote(f'{data}/{db}')}", check=False).ok:
+            continue
+        inner_src = f"{HUB_DATA_DIR}/{db}"
+        inner_dst = f"{HUB_DATA_DIR}/backups/{stamp}/{db}"
         if running:
             cmd = quote(
                 "docker",
@@ -92,7 +101,7 @@ def backup(
         if not result.ok:
             files.run(f"rm -rf {quote(target)}", check=False)
             raise BackupError(
-                f"{host.name}: the online backup of {data}/{DB_FILE} failed: "
+                f"{host.name}: the online backup of {data}/{db} failed: "
                 f"{(result.stderr or result.stdout).strip()[-400:]}"
             )
     copies = [
@@ -138,8 +147,12 @@ def restore_command(settings: Environment, stamp: str, db_only: bool = False) ->
     source = f"{backups_dir(settings)}/{stamp}"
     data = settings.paths.data_dir
     files = [(DB_FILE, data)]
-    if not db_only:
-        files += [(COOKIE_SECRET_FILE, data), (CONFIG_FILE, settings.paths.config_dir)]
+    if not db_only:  # a whole restore; a deploy's rollback keeps the GPU-seconds since
+        files += [
+            (GPU_USAGE_FILE, data),
+            (COOKIE_SECRET_FILE, data),
+            (CONFIG_FILE, settings.paths.config_dir),
+        ]
     copies = []
     for name, directory in files:
         src, dst = f"{source}/{name}", f"{directory}/{name}"

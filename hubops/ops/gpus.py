@@ -23,10 +23,11 @@ from hubops_hub.labels import LABEL_ENV, LABEL_GPUS, LABEL_SERVER, LABEL_STARTED
 
 from hubops.config.settings import Environment, GPUSettings
 from hubops.deploy.swarm import nodes
+from hubops.errors import HubopsError
 from hubops.host import docker as dockerhost
 from hubops.host.base import Host, quote
 from hubops.plan.hub_config import gpu_policy
-from hubops.plan.model import DOCKER_SOCKET
+from hubops.plan.model import DOCKER_SOCKET, HUB_DATA_DIR
 from hubops.plan.refs import names
 
 
@@ -261,3 +262,77 @@ def report(found: list[GPUHolder], view: dict[str, Any], g: GPUSettings) -> Repo
 def _gpu(gpus: list[dict[str, Any]], gpu_id: str) -> dict[str, Any] | None:
     """A GPU of the view by its index or UUID, as a holder's label names it."""
     return next((g for g in gpus if gpu_id in (g["index"], g["uuid"])), None)
+
+
+# --- invoke gpus --usage: GPU-hours, held and busy --------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str) -> float:
+    """``--since``: seconds back from now, as 30d, 12h, 90m, 2w or plain seconds; 0: ever."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0 or not value:
+        raise HubopsError(
+            f"invoke gpus --since: got {text!r}; expected a duration such as 30d, 12h, 90m or "
+            "2w (0: since the first sample)"
+        )
+    return seconds
+
+
+USAGE_COLUMNS = {
+    "user": ("user", "GPU-hours held", "GPU-hours busy", "busy share"),
+    "group": ("group", "GPU-hours held", "GPU-hours busy", "busy share"),
+}
+
+
+def read_usage(
+    host: Host, environment: str, settings: Environment, since: float, by: str
+) -> dict[str, Any]:
+    """GPU-seconds per user or group since ``since`` seconds back (0: ever), from the GPU
+    monitor's record (hubops_hub.gpuusage): in the hub container where it runs, else in a
+    one-off container of its image with the hub's data directory, read-only."""
+    hub = dockerhost.inspect(host, "container", names(environment)["hub"])
+    if hub is None:
+        raise HubopsError(
+            f"{host.name}: environment {environment} has no hub container, so no record of GPU "
+            "use; deploy it first (invoke deploy --env ...)"
+        )
+    module = ["python3", "-m", "hubops_hub.gpuusage", f"--since={since:g}", f"--by={by}"]
+    if dockerhost.is_running(hub):
+        command = quote("docker", "exec", str(hub["Name"]).lstrip("/"), *module)
+    else:
+        command = quote(
+            "docker",
+            "run",
+            "--rm",
+            "--network=none",
+            "--mount",
+            f"type=bind,source={settings.paths.data_dir},target={HUB_DATA_DIR},readonly",
+            str((hub.get("Config") or {}).get("Image", "")),
+            *module,
+        )
+    done = host.run(command, check=False, timeout=120)
+    try:
+        data: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        tail = (done.stderr or done.stdout).strip()[-300:]
+        raise HubopsError(f"{host.name}: could not read the GPU-hours: {tail}") from None
+    return data
+
+
+def usage_rows(data: dict[str, Any], by: str) -> list[tuple[str, ...]]:
+    """The table's rows: who, hours held, hours busy, busy share (of held), most held first."""
+    rows: list[tuple[str, ...]] = []
+    for r in data.get("rows") or []:
+        who = str(r.get(by) or "") or ("(no group)" if by == "group" else "?")
+        held, busy = float(r["held_seconds"]), float(r["busy_seconds"])
+        share = f"{100 * busy / held:.0f}%" if held else "-"
+        rows.append((who, f"{held / 3600:.2f}", f"{busy / 3600:.2f}", share))
+    return rows

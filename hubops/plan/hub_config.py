@@ -197,6 +197,8 @@ def hub_config(
             disk_quota_mode=su.disk_quota_mode,
             disk_usage_every=su.disk_usage_every,
             hub_image=hub_image(settings, revs, digests),
+            queue_timeout=queue_timeout(settings),
+            concurrent_starts=settings.hub.concurrent_starts or 0,
         )
     if settings.culling.enabled:
         c = settings.culling
@@ -217,11 +219,17 @@ def hub_config(
         roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
     hub["services"] = services
     hub["load_roles"] = roles
-    objects = {
+    objects: dict[str, dict[str, PyObject]] = {
         "DockerSpawner": {
             "escape": PyObject(module="hubops_hub.userdirs", name="escape_username"),
         }
     }
+    if settings.cluster == "docker":
+        # a spawn that failed for a passing reason is tried again on the next visit, not
+        # shown as a dead "Previous spawn failed" (hubops_hub.spawnline.retry_vars)
+        objects["JupyterHub"] = {
+            "template_vars": PyObject(module="hubops_hub.spawnline", name="retry_vars", args=[])
+        }
     if settings.cluster == "docker" or settings.swarm.user_data == "path":
         # a deleted user's directory is archived there (HubopsSpawner.delete_forever)
         traits["HubopsSpawner"]["user_data_dir"] = settings.paths.user_data_dir
@@ -244,6 +252,17 @@ def hub_config(
         objects=objects,
         service_tokens={METRICS_SERVICE: METRICS_TOKEN.name, OPS_SERVICE: OPS_TOKEN.name},
     )
+
+
+QUEUE_TIMEOUT = 600  # gpu.queue_timeout when unset, where the policy hands out a pool
+
+
+def queue_timeout(settings: Environment) -> int:
+    """Seconds a spawn waits in line for its GPUs (0: refused at once, as without a line)."""
+    if settings.gpu.policy not in ("exclusive", "shared"):
+        return 0
+    g = settings.gpu.queue_timeout
+    return QUEUE_TIMEOUT if g is None else g
 
 
 def gpu_monitor(settings: Environment) -> bool:

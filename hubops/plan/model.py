@@ -19,6 +19,8 @@ HUB_DATA_DIR = "/srv/jupyterhub"
 HUB_SECRETS_DIR = f"{HUB_DATA_DIR}/secrets"
 CONFIG_FILE = "jupyterhub_config.py"
 DB_FILE = "jupyterhub.sqlite"
+# the GPU monitor's GPU-seconds per user and group (hubops_hub.gpuusage.USAGE_DB), in DB backups
+GPU_USAGE_FILE = "hubops-gpu-usage.sqlite"
 COOKIE_SECRET_FILE = "jupyterhub_cookie_secret"
 PROXY_TLS_SOURCE = "/etc/hubops/tls"  # cert and key as mounted from the host
 PROXY_TLS_DIR = "/run/hubops-tls"  # readable copies for the unprivileged proxy process

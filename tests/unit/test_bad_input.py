@@ -412,6 +412,37 @@ UNSAFE = [
         ("singleuser.shm_size", "is 1536M", "1G (singleuser.profiles.0.mem_limit)"),
     ),
     (
+        "a negative queue_timeout",
+        "gpu:\n  policy: exclusive\n  pool: ['0']\n  queue_timeout: -5\n",
+        ("gpu.queue_timeout", "got -5", "greater than or equal to 0"),
+    ),
+    (
+        "a queue_timeout where every server gets every GPU",
+        "gpu:\n  policy: all\n  queue_timeout: 60\n",
+        ("gpu.queue_timeout", "is 60, but gpu.policy is all", "nobody waits", "remove it"),
+    ),
+    (
+        "a profile's queue_timeout without GPUs",
+        "singleuser:\n  profiles:\n    - queue_timeout: 30\n",
+        ("singleuser.profiles.0.queue_timeout", "is 30, but gpu.policy is none", "exclusive"),
+    ),
+    (
+        "a queue_timeout on a swarm",
+        "cluster: swarm\nnetwork:\n  isolation: false\ngpu:\n  policy: exclusive\n"
+        "  queue_timeout: 60\n",
+        ("gpu.queue_timeout", "is 60 with cluster swarm", "keeps no line", "remove it"),
+    ),
+    (
+        "start slots on a swarm",
+        "cluster: swarm\nnetwork:\n  isolation: false\nhub:\n  concurrent_starts: 4\n",
+        ("hub.concurrent_starts", "is 4 with cluster swarm", "remove it"),
+    ),
+    (
+        "no start slot at all",
+        "hub:\n  concurrent_starts: 0\n",
+        ("hub.concurrent_starts", "got 0", "greater than or equal to 1"),
+    ),
+    (
         "a /dev/shm size on a swarm",
         "cluster: swarm\nnetwork:\n  isolation: false\nsingleuser:\n  shm_size: 1G\n",
         ("singleuser.shm_size", "is 1G with cluster swarm", "no shm size", "remove it"),

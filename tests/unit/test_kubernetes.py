@@ -686,6 +686,18 @@ def test_invoke_deploy_dry_run_and_without_helm(
 
 BAD = [
     (
+        "gpu.queue_timeout",
+        {"gpu": {"policy": "exclusive", "queue_timeout": 300}},
+        "queue_timeout: 300",
+        ("got 300", "waits Pending", "no place in line", "remove it"),
+    ),
+    (
+        "hub.concurrent_starts",
+        {"hub": {"concurrent_starts": 4}},
+        "concurrent_starts: 4",
+        ("got 4", "kubelets pace them", "remove hub.concurrent_starts"),
+    ),
+    (
         "gpu.policy",
         {"gpu": {"policy": "shared", "max_per_gpu": 2}},
         "policy: shared",

@@ -29,14 +29,17 @@ from hubops_hub.nvml import App, GPUState, Sample, parse_list
 
 from hubops.config import environments
 from hubops.config.settings import Environment, GPUSettings
+from hubops.errors import HubopsError
 from hubops.ops.gpus import (
     GPU_COLUMNS,
     GPUHolder,
     holders,
+    parse_since,
     probe_once,
     read_view,
     report,
     swarm_holders,
+    usage_rows,
 )
 from hubops.plan.hub_config import gpu_policy
 from tests.support.checkout import Checkout
@@ -515,3 +518,34 @@ def test_without_a_gpu_policy_a_sample_adds_no_idle_or_pool_line() -> None:
 
     assert out.rows == []
     assert out.notes == [f"GPU {GPU0}: pid 4242 (python3) runs outside hubops' user servers"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("2w", 1209600), ("0", 0)],
+)
+def test_since_reads_as_operators_write_it(text: str, seconds: float) -> None:
+    assert parse_since(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["month", "-3d", "", "d"])
+def test_a_bad_since_is_one_clear_error(text: str) -> None:
+    with pytest.raises(HubopsError) as info:
+        parse_since(text)
+    assert "invoke gpus --since: got" in str(info.value)
+    assert "30d" in str(info.value)
+
+
+def test_the_usage_table_gives_hours_and_the_busy_share() -> None:
+    data = {
+        "rows": [
+            {"user": "alice", "held_seconds": 7200.0, "busy_seconds": 5400.0},
+            {"user": "bob", "held_seconds": 3600.0, "busy_seconds": 0.0},
+        ]
+    }
+    assert usage_rows(data, "user") == [
+        ("alice", "2.00", "1.50", "75%"),
+        ("bob", "1.00", "0.00", "0%"),
+    ]
+    groups = {"rows": [{"group": "", "held_seconds": 36.0, "busy_seconds": 36.0}]}
+    assert usage_rows(groups, "group") == [("(no group)", "0.01", "0.01", "100%")]

@@ -284,7 +284,7 @@ def restore_host(*, hub: bool = True, lock_answer: str = "TAKEN\n") -> ScriptedH
 def unit_ends(host: ScriptedHost, status: str, log: str = "") -> None:
     """Script the backup of the current state, and a swap unit that ends with ``status``."""
     host.on(r"^install -d -m 700 /srv/jupyterhub/backups /srv/jupyterhub/backups/\S+$", "")
-    host.on(r"^test -s /srv/jupyterhub/jupyterhub\.sqlite$", "")
+    host.on(r"^test -s /srv/jupyterhub/(jupyterhub|hubops-gpu-usage)\.sqlite$", "")
     host.on(r"^docker inspect -f '\{\{\.State\.Running\}\}' hubops-local-hub$", "true\n")
     host.on(r"^docker exec hubops-local-hub python3 -c 'import sqlite3", "")
     host.on(r"^if \[ -e /srv/jupyterhub/jupyterhub_cookie_secret \]; then cp -p ", "")
@@ -415,6 +415,15 @@ def test_a_restore_backs_up_first_and_hands_a_swap_to_the_host(
         f"cp -p /srv/jupyterhub/backups/{STAMP}/jupyterhub.sqlite "
         "/srv/jupyterhub/jupyterhub.sqlite.hubops-tmp" in swap.prepare[1]
     )
+    assert (
+        f"cp -p /srv/jupyterhub/backups/{STAMP}/hubops-gpu-usage.sqlite "
+        "/srv/jupyterhub/hubops-gpu-usage.sqlite.hubops-tmp" in swap.prepare[1]
+    ), "the GPU-hours are restored with the DB"
+    online = host.sent(r"^docker exec hubops-local-hub python3 -c 'import sqlite3")
+    assert [c.split()[-1].rsplit("/", 1)[-1] for c in online] == [
+        "jupyterhub.sqlite",
+        "hubops-gpu-usage.sqlite",
+    ], "both DBs are copied with SQLite's online backup"
     assert swap.undo_prepare[0] == f"the state before (backup {safety})"
     assert f"/srv/jupyterhub/backups/{safety}/jupyterhub.sqlite " in swap.undo_prepare[1]
     assert swap.create_hub is not None
