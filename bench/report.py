@@ -24,6 +24,11 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) else float("nan")
 
 
+def _pct(times: list[float], q: float) -> float | None:
+    """The q-quantile of sorted ``times`` (nearest rank); None for none."""
+    return times[min(len(times) - 1, round(q * (len(times) - 1)))] if times else None
+
+
 def _concurrent(stack: dict[str, Any], n: int) -> dict[str, Any] | None:
     return next((c for c in stack.get("concurrent", []) if c["users"] == n), None)
 
@@ -219,6 +224,26 @@ def write_report(results: dict[str, Any], out: Path, image_prefix: str = "") -> 
             f"{_f(c['lag_max_s'], ' s', 2)} / {_f(q.get('lag_max_s'), ' s', 2)} | "
             f"{_f(c['cpu_s_per_spawn'], '', 2)} / {_f(q.get('cpu_s_per_spawn'), '', 2)} |"
         )
+    lines += [
+        "",
+        "Each login's time to JupyterLab, for the logins that got there:",
+        "",
+        "| users | setup | ready | p50 | p95 | slowest |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in h.get("concurrent", []):
+        n = c["users"]
+        for name, run in (
+            ("hubops", c),
+            ("plain", _concurrent(p, n)),
+            ("plain, hubops' timeouts", _concurrent(t, n)),
+        ):
+            if run:
+                times = sorted(run.get("times") or [])
+                lines.append(
+                    f"| {n} | {name} | {len(times)} of {n} | {_f(_pct(times, 0.5), ' s')} | "
+                    f"{_f(_pct(times, 0.95), ' s')} | {_f(times[-1] if times else None, ' s')} |"
+                )
     if t:
         lines += [
             "",

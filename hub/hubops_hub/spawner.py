@@ -162,8 +162,11 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         max_gpus = int(profile.get("max_gpus", 0))
         if max_gpus > 0 and self.policy.name in ("exclusive", "shared", "pinned"):
             pool = await self.monitor_pool()
-            if pool:  # the monitor's view: what `invoke gpus` shows
-                free, total, devices = int(pool["free"]), int(pool["total"]), pool["free_devices"]
+            if pool:  # the monitor's view: what `invoke gpus` shows, less the GPUs that
+                # spawns took from the line and have not yet put on a container
+                reserved = {g for h in spawnline.RESERVED.values() for g in h.gpus}
+                devices = [d for d in pool["free_devices"] if d["id"] not in reserved]
+                free, total = len(devices), int(pool["total"])
             else:
                 (free, total), devices = await self.free_gpus(), []
             default = self._default_count()

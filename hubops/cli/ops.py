@@ -210,7 +210,8 @@ def _gpu_usage(
         echo(["no GPU was held in that time"])
     echo(
         [
-            "held: GPUs times the time a server held them; busy: of that, the GPUs it used "
+            "GPU-hours as h:mm:ss; held: GPUs times the time a server held them; busy: of "
+            "that, the GPUs it used "
             f"at the monitor's samples (every {loaded.settings.gpu.sample_every} s, from "
             f"{loaded.settings.gpu.busy_utilization}% utilisation)"
         ]

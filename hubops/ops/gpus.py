@@ -287,9 +287,14 @@ def parse_since(text: str) -> float:
 
 
 USAGE_COLUMNS = {
-    "user": ("user", "GPU-hours held", "GPU-hours busy", "busy share"),
-    "group": ("group", "GPU-hours held", "GPU-hours busy", "busy share"),
+    by: (by, "GPU-hours held", "GPU-hours busy", "busy share") for by in ("user", "group")
 }
+
+
+def gpu_hours(seconds: float) -> str:
+    """GPU-seconds as hours:minutes:seconds (2 GPUs for 90 minutes: 3:00:00)."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def read_usage(
@@ -334,5 +339,5 @@ def usage_rows(data: dict[str, Any], by: str) -> list[tuple[str, ...]]:
         who = str(r.get(by) or "") or ("(no group)" if by == "group" else "?")
         held, busy = float(r["held_seconds"]), float(r["busy_seconds"])
         share = f"{100 * busy / held:.0f}%" if held else "-"
-        rows.append((who, f"{held / 3600:.2f}", f"{busy / 3600:.2f}", share))
+        rows.append((who, gpu_hours(held), gpu_hours(busy), share))
     return rows

@@ -4,6 +4,7 @@ through the REST API, and reaches a user's JupyterLab through the proxy, as a br
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -112,6 +113,26 @@ class HubClient:
                     if event.get("ready") or event.get("failed"):
                         break
         return events
+
+    def place_in_line(self, username: str, timeout: float = 30) -> tuple[int, int] | None:
+        """(place, length) of the user's spawn in the hub's line, from the first event of its
+        progress stream that is not "Server requested"; None when that event is no place."""
+        with self.session.get(
+            self.url(f"/hub/api/users/{username}/server/progress"),
+            headers={"X-XSRFToken": self._xsrf(), "Accept": "text/event-stream"},
+            verify=self.verify,
+            timeout=timeout,
+            stream=True,
+        ) as response:
+            for line in response.iter_lines(decode_unicode=True):
+                if not (line and line.startswith("data:")):
+                    continue
+                message = str(json.loads(line[5:]).get("message", ""))
+                if message == "Server requested":
+                    continue
+                found = re.search(r"you are (\d+)\w\w in line of (\d+)", message)
+                return (int(found[1]), int(found[2])) if found else None
+        return None
 
     def stop_server(self, username: str, timeout: float = 60) -> None:
         response = self.api("DELETE", f"users/{username}/server")

@@ -78,6 +78,9 @@ def test_every_gauge_follows_the_monitor_and_the_journal(
     tracker = Tracker(busy=5, since=0)
     tracker.update(s, [holder])
     state.update(view(s, [holder], tracker, Policy("exclusive", pool=("0", "1")), now=130))
+    state["usage"] = [
+        {"user": "alice", "group": "ml-lab", "held_seconds": 7200.0, "busy_seconds": 5400.5}
+    ]
     journal = str(tmp_path / "culls.jsonl")
     culling.record(journal, "bob", "", culling.Verdict(True, "gpu-idle", "m"), 1)
 
@@ -96,6 +99,8 @@ def test_every_gauge_follows_the_monitor_and_the_journal(
     assert one("hubops_gpu_holder_idle_seconds", user="alice") == 30
     assert one("hubops_culls_total", reason="gpu-idle") == 1
     assert one("hubops_culls_total", reason="idle") == 0
+    assert one("hubops_gpu_seconds_total", user="alice", group="ml-lab", state="held") == 7200
+    assert one("hubops_gpu_seconds_total", user="alice", state="busy") == 5400.5
 
 
 DISK_USAGE = {
@@ -161,6 +166,7 @@ def test_the_dashboard_and_the_readme_name_only_metrics_the_hub_serves(
     s = Sample(at=1, gpus=[GPUState("0", GPU0, "g", 1, 1, 1)], apps=[])
     h = Holder("d" * 64, "u", "", ("0",), started=0)
     state.update(view(s, [h], Tracker(busy=5, since=0), Policy("exclusive", pool=("0",)), 2))
+    state["usage"] = [{"user": "u", "group": "", "held_seconds": 60.0, "busy_seconds": 6.0}]
     usage = tmp_path / "usage.json"
     usage.write_text(json.dumps(DISK_USAGE))
     served = set(scrape(HubopsCollector(url, str(tmp_path / "j"), str(usage)))) | {

@@ -544,8 +544,8 @@ def test_the_usage_table_gives_hours_and_the_busy_share() -> None:
         ]
     }
     assert usage_rows(data, "user") == [
-        ("alice", "2.00", "1.50", "75%"),
-        ("bob", "1.00", "0.00", "0%"),
+        ("alice", "2:00:00", "1:30:00", "75%"),
+        ("bob", "1:00:00", "0:00:00", "0%"),
     ]
-    groups = {"rows": [{"group": "", "held_seconds": 36.0, "busy_seconds": 36.0}]}
-    assert usage_rows(groups, "group") == [("(no group)", "0.01", "0.01", "100%")]
+    groups = {"rows": [{"group": "", "held_seconds": 36.4, "busy_seconds": 36.0}]}
+    assert usage_rows(groups, "group") == [("(no group)", "0:00:36", "0:00:36", "99%")]

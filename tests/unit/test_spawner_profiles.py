@@ -180,3 +180,11 @@ def test_a_profile_s_limits_and_dev_shm_apply_to_the_server() -> None:
     )
     other.apply_profile()
     assert other.extra_host_config == {"shm_size": 2**30}, "no size of its own: the default"
+
+
+def test_gpu_hours_are_charged_to_the_group_whose_profile_applies() -> None:
+    s = spawner("u", "ml-lab", "staff")
+    assert s._charged_group() == "staff", "the first matching profile's group"
+    labels = s.server_labels({}, "0")
+    assert labels["org.hubops.group"] == "staff"
+    assert spawner("v")._charged_group() == "", "a profile for everybody names no group"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hubops.host.target import open_host
 from hubops.ops.gpus import read_monitor
+from tests.support.checkout import Checkout
+from tests.support.cli import run_invoke
 from tests.support.hub import HubClient
 from tests.support.labhost import SIMULATED_GPUS, LabHost
 from tests.support.verify import LoggedIn, Target
@@ -39,7 +42,7 @@ def exclusive(target: Target, alice: LoggedIn) -> Iterator[None]:
     if not target.simulated:
         pytest.skip("GPU sharing tests run on the SIMULATED lab host (without --env)")
     stop_all(alice.client)
-    target.configure(gpu={"policy": "exclusive", "pool": POOL})
+    target.configure(gpu={"policy": "exclusive", "pool": POOL, "queue_timeout": 300})
     yield
     stop_all(alice.client)
     target.configure(gpu={"policy": "all"}, culling={"enabled": False})
@@ -112,43 +115,91 @@ def test_the_form_shows_how_many_gpus_are_free(target: Target, alice: LoggedIn) 
     assert "4 of 4 GPUs are free right now" in page.text, page.text[-2000:]
 
 
-def test_twenty_concurrent_spawns_never_double_assign(target: Target, alice: LoggedIn) -> None:
-    """20 users ask for 1 GPU each at once: 4 get one, 16 get the clear message, 0 doubles."""
+def test_a_storm_of_30_waits_in_line_and_is_served_in_order(
+    target: Target, alice: LoggedIn
+) -> None:
+    """30 users ask for 1 GPU each at once on a pool of 4 (exclusive, gpu.queue_timeout 300):
+    4 start, 26 wait in line with their places on the progress stream (a reload says the
+    same); a cancel leaves the line; each GPU that frees goes to the head of the line, and
+    the rest move up; no GPU is ever held twice, and nobody waits past the timeout."""
     admin = alice.client
     if admin.server_ready("alice"):
         admin.stop_server("alice")
-    users = [f"load{n:02d}" for n in range(20)]
+    users = [f"storm{n:02d}" for n in range(30)]
     for user in users:
         assert admin.api("POST", f"users/{user}").status_code in (201, 409)
 
-    def spawn(user: str) -> tuple[str, int, str]:
+    def spawn(user: str) -> tuple[str, int]:
         r = admin.api("POST", f"users/{user}/server", json={"gpus": 1}, timeout=120)
-        message = (
-            r.json().get("message", "")
-            if r.headers.get("content-type", "").startswith("application/json") and r.text
-            else ""
-        )
-        return user, r.status_code, message
+        return user, r.status_code
+
+    def held_by() -> dict[str, str]:
+        """user -> GPU, from the labels; asserts that no GPU is held twice."""
+        prefix = target.user_container("")
+        found = {name.removeprefix(prefix): gpu for name, gpu in holdings(target).items()}
+        gpus = list(found.values())
+        assert len(gpus) == len(set(gpus)), f"a GPU is held twice: {found}"
+        return found
+
+    def ready(names: list[str]) -> bool:
+        return all(admin.server_ready(u) for u in names)
 
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(spawn, users))
-    held = wait_for(lambda: (h := holdings(target)) and len(h) >= 4 and h, 120, "4 grants")
-    seconds = time.monotonic() - start
-    granted = [u for u, status, _ in results if status in (201, 202)]
-    refused = [(u, m) for u, status, m in results if status not in (201, 202)]
-    gpus = [gpu for value in held.values() for gpu in value.split(",")]
-    doubles = len(gpus) - len(set(gpus))
-    print(
-        f"concurrent spawns: {len(users)}, grants: {len(held)}, refusals: {len(refused)}, "
-        f"double assignments: {doubles}, {seconds:.1f}s"
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = dict(pool.map(spawn, users))
+    assert set(statuses.values()) <= {201, 202}, f"every spawn is taken, none refused: {statuses}"
+    first = wait_for(lambda: len(h := held_by()) == 4 and h, 120, "4 servers with a GPU")
+    assert sorted(first.values()) == POOL
+    wait_for(lambda: ready(list(first)), 120, "the first 4 servers")
+
+    places = {u: admin.place_in_line(u) for u in users if u not in first}
+    line = sorted(places, key=lambda u: places[u] or (99, 0))
+    assert sorted(p for p in places.values() if p) == [(n, 26) for n in range(1, 27)], places
+    assert admin.place_in_line(line[2]) == (3, 26), "a reload keeps the place"
+    print(f"storm: 4 started, 26 in line after {time.monotonic() - start:.1f} s")
+
+    # a cancel (stopping the pending server) leaves the line; those behind move up
+    r = admin.api("DELETE", f"users/{line[1]}/server", timeout=60)
+    assert r.status_code in (202, 204), r.text
+    wait_for(lambda: admin.place_in_line(line[2]) == (2, 25), 30, "the line to move up")
+    assert not admin.api("GET", f"users/{line[1]}").json().get("servers"), "no server left"
+    line.pop(1)
+
+    # one holder stops: the head of the line gets its GPU, the others move up
+    holder = next(iter(first))
+    admin.stop_server(holder)
+    wait_for(lambda: admin.server_ready(line[0]), 120, "the head of the line to start")
+    assert held_by()[line[0]] == first[holder], "the freed GPU went to the head"
+    assert admin.place_in_line(line[1]) == (1, 24)
+    assert admin.place_in_line(line[-1]) == (24, 24)
+    served = [line.pop(0)]
+
+    # the rest: stop every holder, and the next 4 in line start, in order
+    while line:
+        for user in list(held_by()):
+            admin.api("DELETE", f"users/{user}/server", timeout=60)
+        batch, line = line[:4], line[4:]
+        wait_for(lambda b=batch: set(held_by()) == set(b), 180, f"{batch} to hold the GPUs")
+        wait_for(lambda b=batch: ready(b), 120, f"{batch} ready")
+        if line:
+            assert admin.place_in_line(line[0]) == (1, len(line)), "the line moved up"
+        served += batch
+    print(f"storm: 29 served in line order, 1 cancelled, {time.monotonic() - start:.1f} s")
+    assert len(served) == 25
+    for user in list(held_by()):
+        admin.api("DELETE", f"users/{user}/server", timeout=60)
+    wait_for(lambda: not held_by(), 60, "every GPU back")
+    token = Path(target.env.settings.paths.data_dir, "secrets", "metrics_token").read_text()
+    m = samples(scrape(target, token).text)
+    failures = m.get("hubops_gpu_spawn_failures_total", [])
+    assert not [v for lab_, v in failures if lab_.get("reason") == "queue-timeout" and v], (
+        "nobody waited past gpu.queue_timeout"
     )
-    assert doubles == 0, f"a GPU was assigned twice: {held}"
-    assert sorted(gpus) == POOL, f"all 4 GPUs are handed out once: {held}"
-    assert len(granted) == 4, f"4 spawns granted, got {len(granted)}: {results}"
-    assert len(refused) == 16, f"16 refused: {refused}"
-    for user, message in refused:
-        assert "all 4 GPUs are in use (by 4 servers)" in message, f"{user}: {message!r}"
+    # the pool full again, and no line, for the refusals that follow
+    for user in users[:4]:
+        admin.api("POST", f"users/{user}/server", json={"gpus": 1}, timeout=120)
+    wait_for(lambda: len(held_by()) == 4, 120, "4 holders")
+    target.configure(gpu={"policy": "exclusive", "pool": POOL, "queue_timeout": 0})
 
 
 def test_the_empty_pool_message_reaches_the_progress_stream(
@@ -264,6 +315,23 @@ def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
+def gpu_seconds(target: Target, token: str) -> dict[tuple[str, str], float]:
+    """(user, held|busy) -> hubops_gpu_seconds_total on /hub/metrics (0 where none)."""
+    out: dict[tuple[str, str], float] = {}
+    for labels, value in samples(scrape(target, token).text).get("hubops_gpu_seconds_total", []):
+        key = (labels["user"], labels["state"])
+        out[key] = out.get(key, 0.0) + value
+    for user in ("alice", "idler"):
+        for state in ("held", "busy"):
+            out.setdefault((user, state), 0.0)
+    return out
+
+
+def hms(text: str) -> float:
+    h, m, s = (int(x) for x in text.split(":"))
+    return float(h * 3600 + m * 60 + s)
+
+
 def test_gpu_aware_culling_stops_the_idle_holder_keeps_the_busy_one_and_metrics_agree(
     target: Target, alice: LoggedIn, lab: LabHost
 ) -> None:
@@ -306,14 +374,47 @@ def test_gpu_aware_culling_stops_the_idle_holder_keeps_the_busy_one_and_metrics_
             )
         )
         usage_file.chmod(0o644)
+        idler_started = int(target.inspect(idler)["Config"]["Labels"]["org.hubops.started"])
         start = time.monotonic()
         wait_for(lambda: idler not in holdings(target), 120, "the culler to stop idler")
         culled_after = time.monotonic() - start
+        idler_life = time.time() - idler_started
+        token = Path(target.env.settings.paths.data_dir, "secrets", "metrics_token").read_text()
+        before, at_before = gpu_seconds(target, token), time.monotonic()
         # alice has been idle in Jupyter longer than culling.timeout all along; she stays
         # through more than that again (five of the culler's checks), as she computes on
         # her GPU
         time.sleep(25)
         assert alice.container in holdings(target), "a server busy on its GPU is kept"
+        after, elapsed = gpu_seconds(target, token), time.monotonic() - at_before
+        # GPU-seconds, within one sample (5 s): alice held her GPU and used it all along;
+        # idler held his from his start to the cull and never used it
+        held = after["alice", "held"] - before["alice", "held"]
+        busy = after["alice", "busy"] - before["alice", "busy"]
+        print(f"GPU-seconds over {elapsed:.1f} s: alice held {held}, busy {busy}; {after}")
+        assert abs(held - elapsed) <= 6, (held, elapsed)
+        assert abs(busy - elapsed) <= 6, (busy, elapsed)
+        assert after["idler", "busy"] == 0, "memory alone is not use"
+        assert idler_life - 7 <= after["idler", "held"] <= idler_life + 1, (after, idler_life)
+        table = run_invoke(
+            Checkout(target.checkout_root),
+            *("gpus", "--env", target.name, "--usage", "--since", "1h"),
+            env={"COLUMNS": "200"},
+        )
+        assert table.returncode == 0, table.stderr
+        shown = {
+            found[1]: [hms(t) for t in re.findall(r"\d+:\d\d:\d\d", line)]
+            for line in table.stdout.splitlines()
+            if (found := re.search(r"\b(alice|idler)\b", line))
+        }
+        now = gpu_seconds(target, token)
+        for user in ("alice", "idler"):
+            assert abs(shown[user][0] - now[user, "held"]) <= 6, (user, shown, now)
+            assert abs(shown[user][1] - now[user, "busy"]) <= 6, (user, shown, now)
+        rows = {u: next(ln for ln in table.stdout.splitlines() if u in ln) for u in shown}
+        share = {u: int(re.findall(r"(\d+)%", row)[0]) for u, row in rows.items()}
+        assert share["idler"] == 0, table.stdout
+        assert share["alice"] > 50, table.stdout
         assert admin.server_ready("alice")
         print(f"GPU-aware cull: idle holder stopped {culled_after:.0f} s after usage was set")
 
@@ -329,7 +430,6 @@ def test_gpu_aware_culling_stops_the_idle_holder_keeps_the_busy_one_and_metrics_
         r = admin.api("POST", "users/idler/server", json={"gpus": 2}, timeout=60)
         assert r.status_code == 403, r.text
 
-        token = Path(target.env.settings.paths.data_dir, "secrets", "metrics_token").read_text()
         assert scrape(target, None).status_code in (401, 403), "metrics need the token"
         wait_for(
             lambda: samples(scrape(target, token).text).get("hubops_gpu_monitor_up") == [({}, 1)],
