@@ -156,6 +156,10 @@ def test_a_storm_of_30_waits_in_line_and_is_served_in_order(
     line = sorted(places, key=lambda u: places[u] or (99, 0))
     assert sorted(p for p in places.values() if p) == [(n, 26) for n in range(1, 27)], places
     assert admin.place_in_line(line[2]) == (3, 26), "a reload keeps the place"
+    page = admin.session.get(admin.url("/hub/spawn/alice"), verify=target.verify, timeout=30)
+    assert "0 of 4 GPUs are free right now; 26 spawns wait in line for one" in page.text, (
+        "the spawn form says how many wait"
+    )
     print(f"storm: 4 started, 26 in line after {time.monotonic() - start:.1f} s")
 
     # a cancel (stopping the pending server) leaves the line; those behind move up
