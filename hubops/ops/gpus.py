@@ -150,6 +150,15 @@ def read_monitor(host: Host, hub_container: str) -> dict[str, Any] | None:
     return state
 
 
+def in_hub(hub: dict[str, Any], command: list[str], mount: str) -> str:
+    """``command`` in the hub container where it runs, else in a one-off container of its
+    image (no network) with ``mount``, what the command needs of the host."""
+    if dockerhost.is_running(hub):
+        return quote("docker", "exec", str(hub["Name"]).lstrip("/"), *command)
+    image = str((hub.get("Config") or {}).get("Image", ""))
+    return quote("docker", "run", "--rm", "--network=none", "--mount", mount, image, *command)
+
+
 def probe_once(host: Host, environment: str, settings: Environment) -> dict[str, Any] | None:
     """One sample through the monitor's own module and probe, as the monitor's view (with
     ``once``: idle times unknown): run in the hub container where it runs, else in a one-off
@@ -168,21 +177,8 @@ def probe_once(host: Host, environment: str, settings: Environment) -> dict[str,
         f"--busy={settings.gpu.busy_utilization}",
         f"--policy={json.dumps(gpu_policy(settings), sort_keys=True)}",
     ]
-    if dockerhost.is_running(hub):
-        command = quote("docker", "exec", str(hub["Name"]).lstrip("/"), *module)
-    else:
-        socket = settings.paths.docker_socket
-        command = quote(
-            "docker",
-            "run",
-            "--rm",
-            "--network=none",
-            "--mount",
-            f"type=bind,source={socket},target={DOCKER_SOCKET}",
-            image,
-            *module,
-        )
-    done = host.run(command, check=False, timeout=120)
+    mount = f"type=bind,source={settings.paths.docker_socket},target={DOCKER_SOCKET}"
+    done = host.run(in_hub(hub, module, mount), check=False, timeout=120)
     try:
         view: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
@@ -310,20 +306,8 @@ def read_usage(
             "use; deploy it first (invoke deploy --env ...)"
         )
     module = ["python3", "-m", "hubops_hub.gpuusage", f"--since={since:g}", f"--by={by}"]
-    if dockerhost.is_running(hub):
-        command = quote("docker", "exec", str(hub["Name"]).lstrip("/"), *module)
-    else:
-        command = quote(
-            "docker",
-            "run",
-            "--rm",
-            "--network=none",
-            "--mount",
-            f"type=bind,source={settings.paths.data_dir},target={HUB_DATA_DIR},readonly",
-            str((hub.get("Config") or {}).get("Image", "")),
-            *module,
-        )
-    done = host.run(command, check=False, timeout=120)
+    mount = f"type=bind,source={settings.paths.data_dir},target={HUB_DATA_DIR},readonly"
+    done = host.run(in_hub(hub, module, mount), check=False, timeout=120)
     try:
         data: dict[str, Any] = json.loads(done.stdout)
     except ValueError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -96,9 +97,8 @@ class HubClient:
         server = (user.get("servers") or {}).get("")
         return bool(server and server.get("ready"))
 
-    def progress(self, username: str, timeout: float = 120) -> list[dict[str, Any]]:
-        """The events of the user's spawn progress stream, until it is ready or failed."""
-        events: list[dict[str, Any]] = []
+    def events(self, username: str, timeout: float) -> Iterator[dict[str, Any]]:
+        """The user's spawn progress stream, event by event, as a browser's page reads it."""
         with self.session.get(
             self.url(f"/hub/api/users/{username}/server/progress"),
             headers={"X-XSRFToken": self._xsrf(), "Accept": "text/event-stream"},
@@ -108,30 +108,26 @@ class HubClient:
         ) as response:
             for line in response.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    events.append(event)
-                    if event.get("ready") or event.get("failed"):
-                        break
+                    yield json.loads(line[5:])
+
+    def progress(self, username: str, timeout: float = 120) -> list[dict[str, Any]]:
+        """The events of the user's spawn progress stream, until it is ready or failed."""
+        events: list[dict[str, Any]] = []
+        for event in self.events(username, timeout):
+            events.append(event)
+            if event.get("ready") or event.get("failed"):
+                break
         return events
 
     def place_in_line(self, username: str, timeout: float = 30) -> tuple[int, int] | None:
         """(place, length) of the user's spawn in the hub's line, from the first event of its
         progress stream that is not "Server requested"; None when that event is no place."""
-        with self.session.get(
-            self.url(f"/hub/api/users/{username}/server/progress"),
-            headers={"X-XSRFToken": self._xsrf(), "Accept": "text/event-stream"},
-            verify=self.verify,
-            timeout=timeout,
-            stream=True,
-        ) as response:
-            for line in response.iter_lines(decode_unicode=True):
-                if not (line and line.startswith("data:")):
-                    continue
-                message = str(json.loads(line[5:]).get("message", ""))
-                if message == "Server requested":
-                    continue
-                found = re.search(r"you are (\d+)\w\w in line of (\d+)", message)
-                return (int(found[1]), int(found[2])) if found else None
+        for event in self.events(username, timeout):
+            message = str(event.get("message", ""))
+            if message == "Server requested":
+                continue
+            found = re.search(r"you are (\d+)\w\w in line of (\d+)", message)
+            return (int(found[1]), int(found[2])) if found else None
         return None
 
     def stop_server(self, username: str, timeout: float = 60) -> None:

@@ -12,25 +12,10 @@ from hubops_hub.gpumon import Holder, Tracker, holder_busy, kinds, pool_view, vi
 from hubops_hub.gpus import Policy
 from hubops_hub.nvml import App, GPUState, Sample, parse_list
 
-GPU0 = "GPU-00000000-0000-4000-8000-000000000000"
-GPU1 = "GPU-11111111-1111-4111-8111-111111111111"
+from tests.support.nvml_samples import GPU0, GPU1, sample
+
 CID_A = "a" * 64
 CID_B = "b" * 64
-
-
-def sample(at: float, util0: int, util1: int, apps: list[App]) -> Sample:
-    return Sample(
-        at=at,
-        gpus=[
-            GPUState("0", GPU0, "NVIDIA H200", util0, 40000, 143771),
-            GPUState("1", GPU1, "NVIDIA H200", util1, 0, 143771),
-        ],
-        apps=apps,
-        devices=parse_list(
-            f"GPU 0: NVIDIA H200 (UUID: {GPU0})\nGPU 1: NVIDIA H200 (UUID: {GPU1})\n"
-        ),
-    )
-
 
 # --- decide ----------------------------------------------------------------------------------
 

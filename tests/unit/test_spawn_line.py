@@ -13,9 +13,11 @@ import pytest
 from hubops_hub import gpuusage, spawnline
 from hubops_hub.gpumon import Holder, charges
 from hubops_hub.gpus import Holding
-from hubops_hub.nvml import App, GPUState, Sample, parse_list
+from hubops_hub.nvml import App
 from hubops_hub.spawner import GPURequestError, HubopsSpawner
 from tornado import web
+
+from tests.support.nvml_samples import GPU0, sample
 
 POOL = ["0", "1", "2", "3"]
 
@@ -252,23 +254,6 @@ def test_a_failed_start_is_retried_but_a_refusal_is_not() -> None:
 
 
 # --- GPU-seconds -------------------------------------------------------------------------------
-
-GPU0 = "GPU-00000000-0000-4000-8000-000000000000"
-GPU1 = "GPU-11111111-1111-4111-8111-111111111111"
-
-
-def sample(at: float, util0: int, util1: int, apps: list[App]) -> Sample:
-    return Sample(
-        at=at,
-        gpus=[
-            GPUState("0", GPU0, "NVIDIA H200", util0, 40000, 143771),
-            GPUState("1", GPU1, "NVIDIA H200", util1, 0, 143771),
-        ],
-        apps=apps,
-        devices=parse_list(
-            f"GPU 0: NVIDIA H200 (UUID: {GPU0})\nGPU 1: NVIDIA H200 (UUID: {GPU1})\n"
-        ),
-    )
 
 
 def test_gpu_seconds_are_held_by_the_gpu_and_busy_by_the_gpus_used() -> None:
