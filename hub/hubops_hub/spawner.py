@@ -345,6 +345,8 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         then for a start slot. JupyterHub applies no timeout here, so start_timeout counts
         from the start itself; a cancel (stopping the pending server) leaves the line."""
         await maybe_future(super().run_pre_spawn_hook())
+        if self.object_type != "container":  # a swarm's services: its scheduler places them
+            return
         key = self._line_key()
         future = getattr(self, "_spawn_future", None)
         if future is not None:  # whatever ends the spawn gives back what it took

@@ -192,16 +192,19 @@ def _save_soon() -> None:
 
 GPU_LINE = Line("gpu", _save_soon)
 STARTS = Starts(_save_soon)
-_interrupted: dict[str, dict[str, Any]] | None = None
+# the lines of the last hub process: read when the hub imports this (its config), before
+# anything in this process writes the file
+_interrupted = interrupted()
+_cleared = False
 
 
 def restart_notice(key: str) -> str:
     """For the spawn form, once: the place this server's spawn had when the last hub process
-    ended. The file is read at the first call in this process, and written anew at once, so
-    that the next restart does not tell it again."""
-    global _interrupted
-    if _interrupted is None:
-        _interrupted = interrupted()
+    ended. The first call in this process also writes the file anew, so that a restart with
+    no change to the lines in between does not tell it again."""
+    global _cleared
+    if not _cleared:
+        _cleared = True
         save()
     entry = _interrupted.pop(key, None)
     if not entry:

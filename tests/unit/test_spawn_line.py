@@ -30,7 +30,8 @@ def fresh_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(spawnline, "STARTS", spawnline.Starts(spawnline._save_soon))
     monkeypatch.setattr(spawnline, "RESERVED", {})
     monkeypatch.setattr(spawnline, "POLL", 0.05)
-    monkeypatch.setattr(spawnline, "_interrupted", None)
+    monkeypatch.setattr(spawnline, "_interrupted", {})
+    monkeypatch.setattr(spawnline, "_cleared", False)
 
 
 class Engine:
@@ -229,15 +230,18 @@ def test_after_a_restart_the_form_tells_those_who_waited_once(tmp_path: Path) ->
     asyncio.run(scenario())
     saved = json.loads(Path(spawnline.LINE_FILE).read_text())
     assert [t["server"] for t in saved["lines"]["gpu"]] == ["w0", "w1"]
-    # a new hub process: empty lines, the file of the old one
+    # a new hub process: empty lines, the file of the old one, read at import
     spawnline.GPU_LINE.tickets.clear()
+    spawnline._interrupted = spawnline.interrupted()
+    spawnline.GPU_LINE.changed()  # a change before anyone looked: the file is read already
     notice = spawnline.restart_notice("w1")
     assert "The hub restarted at" in notice, notice
     assert "(2nd in line)" in notice, notice
     assert "start again" in notice
     assert spawnline.restart_notice("w1") == "", "told once"
-    spawnline._interrupted = None  # and the restart after that does not tell it again
-    assert spawnline.restart_notice("w0") == ""
+    spawnline._interrupted = spawnline.interrupted()  # the restart after that
+    spawnline._cleared = False
+    assert spawnline.restart_notice("w0") == "", "does not tell it again"
 
 
 def test_a_failed_start_is_retried_but_a_refusal_is_not() -> None:

@@ -27,6 +27,7 @@ from tests.support.verify import LoggedIn, Target
 from tests.support.wait import wait_for
 
 POOL = [str(g.index) for g in SIMULATED_GPUS]
+START_TIMEOUT = 30  # shorter than the storm's waits in line: they do not count
 MIG = SIMULATED_GPUS[3].mig
 
 
@@ -42,7 +43,10 @@ def exclusive(target: Target, alice: LoggedIn) -> Iterator[None]:
     if not target.simulated:
         pytest.skip("GPU sharing tests run on the SIMULATED lab host (without --env)")
     stop_all(alice.client)
-    target.configure(gpu={"policy": "exclusive", "pool": POOL, "queue_timeout": 300})
+    target.configure(
+        gpu={"policy": "exclusive", "pool": POOL, "queue_timeout": 300},
+        singleuser__start_timeout=START_TIMEOUT,
+    )
     yield
     stop_all(alice.client)
     target.configure(gpu={"policy": "all"}, culling={"enabled": False})
@@ -188,7 +192,9 @@ def test_a_storm_of_30_waits_in_line_and_is_served_in_order(
         if line:
             assert admin.place_in_line(line[0]) == (1, len(line)), "the line moved up"
         served += batch
-    print(f"storm: 29 served in line order, 1 cancelled, {time.monotonic() - start:.1f} s")
+    waited = time.monotonic() - start
+    print(f"storm: 29 served in line order, 1 cancelled, {waited:.1f} s")
+    assert waited > START_TIMEOUT, "the last waited longer than start_timeout, and started"
     assert len(served) == 25
     for user in list(held_by()):
         admin.api("DELETE", f"users/{user}/server", timeout=60)
@@ -199,11 +205,19 @@ def test_a_storm_of_30_waits_in_line_and_is_served_in_order(
     assert not [v for lab_, v in failures if lab_.get("reason") == "queue-timeout" and v], (
         "nobody waited past gpu.queue_timeout"
     )
-    # the pool full again, and no line, for the refusals that follow
+    # the pool full again, one spawn in line, and a hub restart (no line, for the refusals
+    # that follow): the restart loses the place, and the spawn form says so
     for user in users[:4]:
         admin.api("POST", f"users/{user}/server", json={"gpus": 1}, timeout=120)
     wait_for(lambda: len(held_by()) == 4, 120, "4 holders")
+    admin.api("POST", f"users/{users[-1]}/server", json={"gpus": 1}, timeout=120)
+    assert admin.place_in_line(users[-1]) == (1, 1)
     target.configure(gpu={"policy": "exclusive", "pool": POOL, "queue_timeout": 0})
+    page = admin.session.get(
+        admin.url(f"/hub/spawn/{users[-1]}"), verify=target.verify, timeout=30
+    ).text
+    assert 'id="hubops-line-lost"' in page, page[-2000:]
+    assert "(1st in line), and your place was lost: start again" in page, page[-2000:]
 
 
 def test_the_empty_pool_message_reaches_the_progress_stream(
