@@ -358,6 +358,12 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
         spawnline.STARTS.max_hold = float(self.start_timeout + self.http_timeout + 60)
         await spawnline.STARTS.acquire(key, self.user.name)
 
+    def clear_state(self) -> None:
+        """JupyterHub clears a server's state when it stops it (and before a new spawn):
+        a spawn of it that was cancelled in line was the user's cancel, not a restart's."""
+        super().clear_state()
+        spawnline.forget(self._line_key())
+
     def _end_of_spawn(self, key: str) -> None:
         spawnline.STARTS.release(key)
         if spawnline.RESERVED.pop(key, None) is not None:
@@ -398,6 +404,9 @@ class HubopsSpawner(DockerSpawner):  # type: ignore[misc]
                         f"{len(policy.pool)} in the pool); try again later or start without a GPU",
                     )
                 await spawnline.GPU_LINE.wait(min(left, spawnline.POLL))
+        except asyncio.CancelledError:
+            spawnline.GPU_LINE.leave(ticket, cancelled=True)
+            raise
         finally:
             spawnline.GPU_LINE.leave(ticket)
 

@@ -14,7 +14,10 @@ wants small requests served first gives them a profile with a shorter queue_time
 What a line holds is in this process's memory. It is also written to ``LINE_FILE`` at each
 change, for one purpose: after a hub restart the waiting spawns are gone (JupyterHub drops a
 spawn that has no container yet, and their progress pages lose their stream), and the spawn
-form tells each of those users that the restart took their place and to start again. The hub
+form tells each of those users that the restart took their place and to start again. A hub
+that stops cancels every task, the waiting spawns too, just as a user's cancel does; so a
+cancelled spawn leaves the line at once but stays in the file until JupyterHub's stop of the
+server clears its state (``forget``), which a user's cancel does and a shutdown does not. The hub
 does not start their servers itself: it cannot know who is still at their screen, and a
 server started for nobody holds a GPU until the culler stops it.
 """
@@ -52,6 +55,7 @@ class Ticket:
     user: str
     want: int  # GPUs (the GPU line), 1 (the start line)
     joined: float = field(default_factory=time.time)
+    place: int = 0  # where it was when it was cancelled
 
 
 class Line:
@@ -60,6 +64,7 @@ class Line:
     def __init__(self, what: str, on_change: Callable[[], None] | None = None) -> None:
         self.what = what
         self.tickets: list[Ticket] = []
+        self.cancelled: dict[str, Ticket] = {}  # server key -> a ticket kept in the file
         self._changed = asyncio.Event()
         self._on_change = on_change
 
@@ -72,10 +77,18 @@ class Line:
         self.changed()
         return ticket
 
-    def leave(self, ticket: Ticket) -> None:
-        """Idempotent: a served, timed-out or cancelled spawn leaves, once."""
+    def leave(self, ticket: Ticket, cancelled: bool = False) -> None:
+        """Idempotent: a served, timed-out or cancelled spawn leaves, once. A cancelled one
+        stays in the file until ``forget`` (see the module)."""
         if ticket in self.tickets:
+            if cancelled:
+                ticket.place = self.tickets.index(ticket) + 1
+                self.cancelled[ticket.key] = ticket
             self.tickets.remove(ticket)
+            self.changed()
+
+    def forget(self, key: str) -> None:
+        if self.cancelled.pop(key, None) is not None:
             self.changed()
 
     def place(self, key: str) -> int | None:
@@ -127,6 +140,9 @@ class Starts:
             while not (self.line.first(ticket) and self.free()):
                 await self.line.wait(POLL)
             self.running[key] = time.monotonic()
+        except asyncio.CancelledError:
+            self.line.leave(ticket, cancelled=True)
+            raise
         finally:
             self.line.leave(ticket)
 
@@ -157,7 +173,10 @@ def save(path: str | None = None) -> None:
         "lines": {
             line.what: [
                 {"server": t.key, "user": t.user, "want": t.want, "joined": t.joined, "place": n}
-                for n, t in enumerate(line.tickets, 1)
+                for n, t in [
+                    *enumerate(line.tickets, 1),
+                    *((t.place, t) for t in line.cancelled.values()),
+                ]
             ]
             for line in (GPU_LINE, STARTS.line)
         },
@@ -188,6 +207,13 @@ def interrupted(path: str | None = None) -> dict[str, dict[str, Any]]:
 
 def _save_soon() -> None:
     save()
+
+
+def forget(key: str) -> None:
+    """JupyterHub stopped the server (its state is cleared): a cancelled spawn of it is not
+    one that a restart interrupted."""
+    GPU_LINE.forget(key)
+    STARTS.line.forget(key)
 
 
 GPU_LINE = Line("gpu", _save_soon)

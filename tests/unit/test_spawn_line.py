@@ -131,6 +131,13 @@ def test_a_cancel_leaves_the_line_and_those_behind_move_up() -> None:
         await settle()
         assert places() == ["w1", "w2"]
         assert spawnline.status("w0") is None
+        saved = json.loads(Path(spawnline.LINE_FILE).read_text())["lines"]["gpu"]
+        assert [(t["server"], t["place"]) for t in saved] == [("w1", 1), ("w2", 2), ("w0", 1)], (
+            "a hub that stops cancels its waiting spawns too: kept until the server's stop"
+        )
+        waiters[0].clear_state()  # JupyterHub's stop of the server: the user's own cancel
+        saved = json.loads(Path(spawnline.LINE_FILE).read_text())["lines"]["gpu"]
+        assert [t["server"] for t in saved] == ["w1", "w2"]
         del engine.held["u3"]
         await tasks[1]
         assert spawnline.RESERVED["w1"].gpus == ("3",)
